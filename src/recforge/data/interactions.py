@@ -1,0 +1,305 @@
+"""`Interactions`: who interacted with what, as index arrays plus a cached users x items CSR matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recforge.data.ids import IdMap
+
+Duplicates = Literal["last", "first", "sum", "max", "keep", "error"]
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """A log of (user, item[, value, timestamp]) events over fixed user and item id maps.
+
+    The events are kept as parallel arrays, sorted by user and then by timestamp (when present)
+    so that per-user sequences are contiguous. ``matrix`` is the users x items CSR float32 view
+    (duplicate events summed). ``values`` holds the rating (``explicit=True``), the weight
+    (e.g. a play count) or 1.0.
+
+    ``item_info`` / ``user_info`` are frames aligned with the id maps (row ``i`` describes index ``i``);
+    ``extra`` holds per-event columns such as review texts.
+    """
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    values: np.ndarray
+    users: IdMap
+    items: IdMap
+    timestamps: np.ndarray | None = None
+    explicit: bool = False
+    item_info: pd.DataFrame | None = None
+    user_info: pd.DataFrame | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.user_idx)
+        for name in ("item_idx", "values"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Interactions.{name} has {len(getattr(self, name))} entries, expected {n}")
+        if self.timestamps is not None and len(self.timestamps) != n:
+            raise ValueError(f"Interactions.timestamps has {len(self.timestamps)} entries, expected {n}")
+        if n and (self.user_idx.min() < 0 or self.user_idx.max() >= len(self.users)):
+            raise ValueError("Interactions.user_idx out of range of the user id map")
+        if n and (self.item_idx.min() < 0 or self.item_idx.max() >= len(self.items)):
+            raise ValueError("Interactions.item_idx out of range of the item id map")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        *,
+        user_col: str = "user",
+        item_col: str = "item",
+        value_col: str | None = None,
+        timestamp_col: str | None = None,
+        explicit: bool | None = None,
+        duplicates: Duplicates = "last",
+        users: IdMap | None = None,
+        items: IdMap | None = None,
+        item_info: pd.DataFrame | None = None,
+        user_info: pd.DataFrame | None = None,
+        extra_cols: tuple[str, ...] = (),
+    ) -> Interactions:
+        """Index a frame of events.
+
+        ``value_col`` defaults to ``"rating"`` if present (explicit), else ``"weight"``, else ones.
+        ``timestamp_col`` defaults to ``"timestamp"`` if present. Ids not in given ``users``/``items``
+        maps raise :class:`~recforge.data.ids.UnknownIdError`. ``item_info``/``user_info`` are frames
+        indexed by raw id and are re-ordered to the id maps (missing ids get NaN rows).
+        ``duplicates`` says what to do with repeated (user, item) events.
+        """
+        for col in (user_col, item_col):
+            if col not in frame.columns:
+                raise ValueError(f"column {col!r} not found; the frame has columns {list(frame.columns)}")
+        if value_col is None:
+            value_col = next((c for c in ("rating", "weight") if c in frame.columns), None)
+            if explicit is None:
+                explicit = value_col == "rating"
+        elif value_col not in frame.columns:
+            raise ValueError(f"value column {value_col!r} not found; the frame has {list(frame.columns)}")
+        if timestamp_col is None and "timestamp" in frame.columns:
+            timestamp_col = "timestamp"
+        if users is None:
+            users, uidx = IdMap.from_values(frame[user_col].to_numpy(), kind="user")
+        else:
+            uidx = users.index(frame[user_col].to_numpy())
+        if items is None:
+            items, iidx = IdMap.from_values(frame[item_col].to_numpy(), kind="item")
+        else:
+            iidx = items.index(frame[item_col].to_numpy())
+        values = (
+            frame[value_col].to_numpy(dtype=np.float32)
+            if value_col is not None
+            else np.ones(len(frame), dtype=np.float32)
+        )
+        ts = frame[timestamp_col].to_numpy(dtype=np.int64) if timestamp_col else None
+        extra = {c: frame[c].to_numpy() for c in extra_cols}
+        out = cls(
+            uidx,
+            iidx,
+            values,
+            users,
+            items,
+            timestamps=ts,
+            explicit=bool(explicit),
+            item_info=_align_info(item_info, items),
+            user_info=_align_info(user_info, users),
+            extra=extra,
+        )
+        return out.sorted().deduplicated(duplicates)
+
+    @classmethod
+    def from_csr(
+        cls, matrix: sp.sparray | sp.spmatrix, users: IdMap | None = None, items: IdMap | None = None
+    ) -> Interactions:
+        """Events from the non-zeros of a users x items matrix (ids default to 0..n-1)."""
+        coo = sp.coo_array(matrix)
+        coo.sum_duplicates()
+        n_users, n_items = coo.shape
+        users = users or IdMap(np.arange(n_users), kind="user")
+        items = items or IdMap(np.arange(n_items), kind="item")
+        return cls(
+            coo.row.astype(np.int64),
+            coo.col.astype(np.int64),
+            coo.data.astype(np.float32),
+            users,
+            items,
+        ).sorted()
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+    def __repr__(self) -> str:
+        kind = "explicit" if self.explicit else "implicit"
+        ts = ", timestamps" if self.timestamps is not None else ""
+        return f"Interactions({self.n_users} users x {self.n_items} items, {len(self)} events, {kind}{ts})"
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def nnz(self) -> int:
+        """Number of distinct (user, item) pairs."""
+        return self.matrix.nnz
+
+    @cached_property
+    def matrix(self) -> sp.csr_array:
+        """Users x items CSR float32 of ``values`` (duplicate events summed), indices sorted."""
+        m = sp.csr_array(
+            (self.values.astype(np.float32), (self.user_idx, self.item_idx)),
+            shape=(self.n_users, self.n_items),
+            dtype=np.float32,
+        )
+        m.sum_duplicates()
+        m.sort_indices()
+        return m
+
+    @cached_property
+    def binary(self) -> sp.csr_array:
+        """Users x items CSR float32 with 1.0 where the user interacted with the item."""
+        m = self.matrix.copy()
+        m.data[:] = 1.0
+        return m
+
+    def user_counts(self) -> np.ndarray:
+        """Events per user index."""
+        return np.bincount(self.user_idx, minlength=self.n_users)
+
+    def item_counts(self) -> np.ndarray:
+        """Events per item index."""
+        return np.bincount(self.item_idx, minlength=self.n_items)
+
+    def to_frame(self, *, raw_ids: bool = True) -> pd.DataFrame:
+        """The events as a frame with columns user, item, value[, timestamp] (raw ids by default)."""
+        data: dict[str, Any] = {
+            "user": self.users.ids_of(self.user_idx) if raw_ids else self.user_idx,
+            "item": self.items.ids_of(self.item_idx) if raw_ids else self.item_idx,
+            "rating" if self.explicit else "value": self.values,
+        }
+        if self.timestamps is not None:
+            data["timestamp"] = self.timestamps
+        data.update(self.extra)
+        return pd.DataFrame(data)
+
+    # ------------------------------------------------------------------ derived sets
+    def select(self, mask: np.ndarray) -> Interactions:
+        """The events where ``mask`` (bool, one per event) is true, over the same id maps."""
+        mask = np.asarray(mask, dtype=bool)
+        return replace(
+            self,
+            user_idx=self.user_idx[mask],
+            item_idx=self.item_idx[mask],
+            values=self.values[mask],
+            timestamps=None if self.timestamps is None else self.timestamps[mask],
+            extra={k: v[mask] for k, v in self.extra.items()},
+        )
+
+    def restrict_users(self, user_indices: np.ndarray) -> Interactions:
+        """Only these users, re-indexed 0..len-1 in the given order (events of other users dropped)."""
+        user_indices = np.asarray(user_indices, dtype=np.int64)
+        new_of_old = np.full(self.n_users, -1, dtype=np.int64)
+        new_of_old[user_indices] = np.arange(len(user_indices))
+        keep = new_of_old[self.user_idx] >= 0
+        out = self.select(keep)
+        user_info = None if self.user_info is None else self.user_info.iloc[user_indices].reset_index(drop=True)
+        return replace(
+            out,
+            user_idx=new_of_old[out.user_idx],
+            users=self.users.subset(user_indices),
+            user_info=user_info,
+        ).sorted()
+
+    def restrict_items(self, item_indices: np.ndarray) -> Interactions:
+        """Only these items, re-indexed 0..len-1 in the given order (events on other items dropped)."""
+        item_indices = np.asarray(item_indices, dtype=np.int64)
+        new_of_old = np.full(self.n_items, -1, dtype=np.int64)
+        new_of_old[item_indices] = np.arange(len(item_indices))
+        keep = new_of_old[self.item_idx] >= 0
+        out = self.select(keep)
+        item_info = None if self.item_info is None else self.item_info.iloc[item_indices].reset_index(drop=True)
+        return replace(
+            out, item_idx=new_of_old[out.item_idx], items=self.items.subset(item_indices), item_info=item_info
+        )
+
+    def with_values(self, values: np.ndarray, *, explicit: bool) -> Interactions:
+        """Same events with other values (e.g. binarised)."""
+        return replace(self, values=np.asarray(values, dtype=np.float32), explicit=explicit)
+
+    def sorted(self) -> Interactions:
+        """Events ordered by user, then timestamp (stable), then nothing else."""
+        keys = (self.user_idx,) if self.timestamps is None else (self.timestamps, self.user_idx)
+        order = np.lexsort(keys)
+        if np.array_equal(order, np.arange(len(order))):
+            return self
+        return self.select_order(order)
+
+    def select_order(self, order: np.ndarray) -> Interactions:
+        """The events re-ordered (or subset) by an index array."""
+        return replace(
+            self,
+            user_idx=self.user_idx[order],
+            item_idx=self.item_idx[order],
+            values=self.values[order],
+            timestamps=None if self.timestamps is None else self.timestamps[order],
+            extra={k: v[order] for k, v in self.extra.items()},
+        )
+
+    def deduplicated(self, how: Duplicates = "last") -> Interactions:
+        """Resolve repeated (user, item) events: keep the last/first (in time order), sum, max, keep all, or raise."""
+        if how == "keep" or len(self) == 0:
+            return self
+        pair = self.user_idx * np.int64(self.n_items) + self.item_idx
+        uniq, inverse, counts = np.unique(pair, return_inverse=True, return_counts=True)
+        if len(uniq) == len(pair):
+            return self
+        if how == "error":
+            first = int(np.flatnonzero(counts > 1)[0])
+            u, i = divmod(int(uniq[first]), self.n_items)
+            raise ValueError(
+                f"duplicate events for user {self.users.ids_of([u])[0]!r} and item {self.items.ids_of([i])[0]!r}"
+            )
+        if how in ("sum", "max"):
+            agg = np.zeros(len(uniq), dtype=np.float64)
+            if how == "sum":
+                np.add.at(agg, inverse, self.values)
+            else:
+                agg[:] = -np.inf
+                np.maximum.at(agg, inverse, self.values)
+            keep = _last_positions(inverse, len(uniq))
+            out = self.select_order(np.sort(keep))
+            return replace(out, values=agg[inverse[np.sort(keep)]].astype(np.float32))
+        positions = _last_positions(inverse, len(uniq)) if how == "last" else _first_positions(inverse, len(uniq))
+        return self.select_order(np.sort(positions))
+
+
+def _last_positions(inverse: np.ndarray, n: int) -> np.ndarray:
+    pos = np.empty(n, dtype=np.int64)
+    pos[inverse] = np.arange(len(inverse))  # later writes win
+    return pos
+
+
+def _first_positions(inverse: np.ndarray, n: int) -> np.ndarray:
+    pos = np.empty(n, dtype=np.int64)
+    pos[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    return pos
+
+
+def _align_info(info: pd.DataFrame | None, ids: IdMap) -> pd.DataFrame | None:
+    if info is None:
+        return None
+    return info.reindex(pd.Index(ids.ids, name=info.index.name)).reset_index()

@@ -1,0 +1,321 @@
+"""The recommender protocol every model family speaks, and the base class that implements its common half.
+
+A model is an estimator in the scikit-learn sense: ``__init__`` only stores typed keyword
+hyper-parameters, ``fit`` learns state whose attribute names end in ``_``, and an unfitted model
+raises :class:`NotFittedError`. Each subclass supplies ``_fit``, ``score`` and, to be saved,
+``_state``/``_load_state``; ranking, recommending (for known users or a brand-new history),
+saving and loading are written once here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
+
+import numpy as np
+import pydantic
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+
+from recforge.data.ids import IdMap
+from recforge.data.interactions import Interactions
+
+if TYPE_CHECKING:
+    from recforge.data.splits import EvalPart
+
+FORMAT_VERSION = 1
+
+
+class NotFittedError(RuntimeError):
+    """The model was used before ``fit`` (or ``load``)."""
+
+
+class InvalidParameterError(ValueError):
+    """A hyper-parameter is unknown or out of range; the message names it."""
+
+
+Recommendation = list[tuple[Any, float]]
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    """What the evaluator, CLI, tuner and server rely on."""
+
+    def fit(self, train: Interactions, *, valid: EvalPart | None = None) -> Self: ...
+
+    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor: ...
+
+    def recommend(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True) -> list[Recommendation]: ...
+
+    def recommend_for_history(self, item_ids: Sequence[Any], k: int = 10) -> Recommendation: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA, then MPS, then CPU; anything else is passed to :class:`torch.device`."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def csr_to_torch(matrix: sp.csr_array, device: torch.device | str = "cpu", *, dense: bool = False) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR (or dense) float32 tensor on ``device``."""
+    matrix = sp.csr_array(matrix)
+    t = torch.sparse_csr_tensor(
+        torch.from_numpy(matrix.indptr.astype(np.int64)),
+        torch.from_numpy(matrix.indices.astype(np.int64)),
+        torch.from_numpy(matrix.data.astype(np.float32)),
+        size=matrix.shape,
+    )
+    t = t.to(device)
+    return t.to_dense() if dense else t
+
+
+def exclude_items_(scores: torch.Tensor, exclude: sp.csr_array) -> torch.Tensor:
+    """Set ``scores[u, i] = -inf`` in place wherever ``exclude[u, i]`` is stored; returns ``scores``."""
+    exclude = sp.csr_array(exclude)
+    if exclude.shape != tuple(scores.shape):
+        raise ValueError(f"exclusion matrix has shape {exclude.shape}, scores have {tuple(scores.shape)}")
+    if exclude.nnz:
+        rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
+        r = torch.from_numpy(rows).to(scores.device)
+        c = torch.from_numpy(exclude.indices.astype(np.int64)).to(scores.device)
+        scores[r, c] = float("-inf")
+    return scores
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best ``k`` scores and item indices per row, best first; excluded (-inf) items come back as index -1."""
+    k = min(k, scores.shape[1])
+    values, indices = torch.topk(scores, k, dim=1)
+    indices = torch.where(torch.isneginf(values), torch.full_like(indices, -1), indices)
+    return values, indices
+
+
+class BaseRecommender(ABC):
+    """Common half of every model: parameters, id maps, ranking, recommending, persistence.
+
+    Subclasses set ``name`` (the registry name), declare hyper-parameters as typed keyword
+    arguments of ``__init__`` (constraints as ``Annotated[float, pydantic.Field(gt=0)]``) and
+    implement :meth:`_fit`, :meth:`score`, :meth:`_state` and :meth:`_load_state`.
+    """
+
+    name: ClassVar[str] = ""
+    #: True when ``score`` depends on the history only (no per-user state): new users cost nothing.
+    folds_in_from_history: ClassVar[bool] = True
+
+    # ------------------------------------------------------------------ parameters
+    @classmethod
+    def param_specs(cls) -> dict[str, inspect.Parameter]:
+        """The hyper-parameters: ``__init__``'s keyword arguments with their annotations and defaults."""
+        sig = inspect.signature(cls.__init__, eval_str=True)
+        return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind is p.KEYWORD_ONLY}
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Check names and coerce values by their annotations; raise :class:`InvalidParameterError` naming the field."""
+        specs = cls.param_specs()
+        out = {}
+        for key, value in params.items():
+            if key not in specs:
+                raise InvalidParameterError(
+                    f"{cls.name or cls.__name__} has no parameter {key!r}; known: {', '.join(specs)}"
+                )
+            try:
+                out[key] = pydantic.TypeAdapter(specs[key].annotation).validate_python(value)
+            except pydantic.ValidationError as exc:
+                msg = "; ".join(e["msg"] for e in exc.errors())
+                raise InvalidParameterError(f"{cls.name or cls.__name__}.{key}={value!r}: {msg}") from None
+        return out
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters as given to ``__init__``."""
+        return {n: getattr(self, n) for n in self.param_specs()}
+
+    def set_params(self, **params: Any) -> Self:
+        """Change hyper-parameters (validated); learned state is kept until the next ``fit``."""
+        for k, v in self.validate_params(params).items():
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train: Interactions, *, valid: EvalPart | None = None) -> Self:
+        """Learn from ``train``; ``valid`` (if the family uses it) drives early stopping and checkpoints."""
+        self.validate_params(self.get_params())
+        if train.nnz == 0:
+            raise ValueError("cannot fit on an empty training set")
+        if valid is not None and valid.history.items != train.items:
+            raise ValueError("validation part must use the training item id map")
+        self.users_ = train.users
+        self.items_ = train.items
+        self.history_ = train.matrix
+        self._fit(train, valid)
+        return self
+
+    @abstractmethod
+    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
+        """Family-specific learning."""
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` or ``load`` ran."""
+        if not hasattr(self, "items_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load() first")
+
+    @property
+    def n_items(self) -> int:
+        self.check_fitted()
+        return len(self.items_)
+
+    # ------------------------------------------------------------------ scoring
+    @abstractmethod
+    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
+        """Scores (rows x n_items float32) for the users whose interactions are the rows of ``history``.
+
+        ``users`` gives the training user index of each row when the users are known; ``None`` means
+        the rows are new users, folded in from ``history`` alone. Seen items are *not* removed here.
+        """
+
+    def _check_history(self, history: sp.csr_array, users: np.ndarray | None) -> sp.csr_array:
+        self.check_fitted()
+        history = sp.csr_array(history)
+        if history.shape[1] != self.n_items:
+            raise ValueError(f"history has {history.shape[1]} item columns, the model knows {self.n_items} items")
+        if users is not None and len(users) != history.shape[0]:
+            raise ValueError(f"{len(users)} user indices for {history.shape[0]} history rows")
+        return history
+
+    def rank(
+        self, history: sp.csr_array, users: np.ndarray | None, k: int, *, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` (scores, item indices) for the rows of ``history``, seen items removed if asked."""
+        scores = self.score(history, users).float()
+        if exclude_seen:
+            exclude_items_(scores, history)
+        return top_k(scores, k)
+
+    def recommend(
+        self,
+        user_ids: Sequence[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        batch_size: int = 1024,
+    ) -> list[Recommendation]:
+        """Top-``k`` ``(item_id, score)`` lists for known users (raw ids), best first."""
+        self.check_fitted()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        users = self.users_.index(list(user_ids))
+        out: list[Recommendation] = []
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            values, indices = self.rank(self.history_[batch], batch, k, exclude_seen=exclude_seen)
+            out.extend(self._as_recommendations(values, indices))
+        return out
+
+    def recommend_for_history(self, item_ids: Sequence[Any], k: int = 10) -> Recommendation:
+        """Top-``k`` ``(item_id, score)`` for a new user who interacted with ``item_ids`` (no retraining)."""
+        self.check_fitted()
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        idx = np.unique(self.items_.index(list(item_ids)))
+        row = sp.csr_array(
+            (np.ones(len(idx), dtype=np.float32), idx, np.array([0, len(idx)])), shape=(1, self.n_items)
+        )
+        values, indices = self.rank(row, None, k)
+        return self._as_recommendations(values, indices)[0]
+
+    def _as_recommendations(self, values: torch.Tensor, indices: torch.Tensor) -> list[Recommendation]:
+        values_np, indices_np = values.cpu().numpy(), indices.cpu().numpy()
+        item_ids = self.items_.ids
+        return [
+            [(item_ids[i].item(), float(v)) for v, i in zip(vals, idxs, strict=True) if i >= 0]
+            for vals, idxs in zip(values_np, indices_np, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ persistence
+    @abstractmethod
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Learned tensors to save (CPU, contiguous)."""
+
+    @abstractmethod
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    def save(self, path: str | Path) -> None:
+        """Write ``config.json``, ``ids.json`` and ``weights.safetensors`` into the directory ``path``.
+
+        The directory is written under a temporary name and renamed, so a crash never leaves a
+        half-written model; an existing model directory at ``path`` is replaced.
+        """
+        self.check_fitted()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            config = {"format": FORMAT_VERSION, "model": self.name, "params": self.get_params()}
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+            ids = {"users": self.users_.to_json(), "items": self.items_.to_json()}
+            (tmp / "ids.json").write_text(json.dumps(ids))
+            h = self.history_
+            tensors = {
+                "history.indptr": torch.from_numpy(h.indptr.astype(np.int64)),
+                "history.indices": torch.from_numpy(h.indices.astype(np.int64)),
+                "history.data": torch.from_numpy(h.data.astype(np.float32)),
+            }
+            for key, t in self._state().items():
+                tensors[f"state.{key}"] = t.detach().cpu().contiguous()
+            save_file(tensors, str(tmp / "weights.safetensors"))
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a directory written by :meth:`save` (no pickle anywhere)."""
+        path = Path(path)
+        try:
+            config = json.loads((path / "config.json").read_text())
+            ids = json.loads((path / "ids.json").read_text())
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{path} is not a saved recforge model: missing {Path(exc.filename).name}") from None
+        if cls.name and config.get("model") != cls.name:
+            raise ValueError(f"{path} holds a {config.get('model')!r} model, not {cls.name!r}")
+        model = cls(**cls.validate_params(config["params"]))
+        model.users_ = IdMap.from_json(ids["users"])
+        model.items_ = IdMap.from_json(ids["items"])
+        tensors = load_file(str(path / "weights.safetensors"))
+        model.history_ = sp.csr_array(
+            (
+                tensors["history.data"].numpy(),
+                tensors["history.indices"].numpy(),
+                tensors["history.indptr"].numpy(),
+            ),
+            shape=(len(model.users_), len(model.items_)),
+        )
+        model._load_state({k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")})
+        return model
