@@ -236,9 +236,7 @@ class BaseRecommender(ABC):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         idx = np.unique(self.items_.index(list(item_ids)))
-        row = sp.csr_array(
-            (np.ones(len(idx), dtype=np.float32), idx, np.array([0, len(idx)])), shape=(1, self.n_items)
-        )
+        row = sp.csr_array((np.ones(len(idx), dtype=np.float32), idx, np.array([0, len(idx)])), shape=(1, self.n_items))
         values, indices = self.rank(row, None, k)
         return self._as_recommendations(values, indices)[0]
 
@@ -302,7 +300,9 @@ class BaseRecommender(ABC):
             config = json.loads((path / "config.json").read_text())
             ids = json.loads((path / "ids.json").read_text())
         except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{path} is not a saved recforge model: missing {Path(exc.filename).name}") from None
+            raise FileNotFoundError(
+                f"{path} is not a saved recforge model: missing {Path(exc.filename).name}"
+            ) from None
         if cls.name and config.get("model") != cls.name:
             raise ValueError(f"{path} holds a {config.get('model')!r} model, not {cls.name!r}")
         model = cls(**cls.validate_params(config["params"]))
