@@ -295,9 +295,7 @@ def test_matches_vae_cf_reference(k: int) -> None:
     top = torch.topk(torch.from_numpy(x_pred), k, dim=1).indices
     truth = torch.from_numpy(heldout).float()
     np.testing.assert_allclose(ndcg_at_k(top, truth, k).numpy(), _vae_cf_ndcg(x_pred, heldout, k), rtol=1e-5)
-    np.testing.assert_allclose(
-        recall_at_k(top, truth, k).numpy(), _vae_cf_recall(x_pred, heldout, k), rtol=1e-5
-    )
+    np.testing.assert_allclose(recall_at_k(top, truth, k).numpy(), _vae_cf_recall(x_pred, heldout, k), rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- properties
@@ -354,9 +352,7 @@ def test_prop_precision_hits_and_hr_ge_mrr(case: tuple[torch.Tensor, torch.Tenso
     torch.testing.assert_close((precision_at_k(top, truth, k) * k)[has], hits[has])
     assert bool((hit_rate_at_k(top, truth, k) >= mrr_at_k(top, truth, k))[has].all())
     # normalized recall >= plain recall
-    assert bool(
-        (recall_at_k(top, truth, k) >= recall_at_k(top, truth, k, normalized=False) - 1e-7)[has].all()
-    )
+    assert bool((recall_at_k(top, truth, k) >= recall_at_k(top, truth, k, normalized=False) - 1e-7)[has].all())
 
 
 @PROP
@@ -382,9 +378,7 @@ def test_prop_perfect_ranking(case: tuple[torch.Tensor, torch.Tensor, int]) -> N
 @given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(2, 30))
 def test_prop_auc_reversed(seed: int, n_users: int, n_items: int) -> None:
     rng = np.random.default_rng(seed)
-    scores = torch.from_numpy(
-        np.argsort(rng.random((n_users, n_items)), axis=1).astype(np.float32)
-    )  # no ties
+    scores = torch.from_numpy(np.argsort(rng.random((n_users, n_items)), axis=1).astype(np.float32))  # no ties
     truth = torch.from_numpy((rng.random((n_users, n_items)) < 0.4).astype(np.float32))
     a, b = auc(scores, truth), auc(-scores, truth)
     torch.testing.assert_close(b, 1 - a, equal_nan=True)

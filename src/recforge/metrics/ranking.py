@@ -73,9 +73,7 @@ def _check_pair(top_items: Tensor, truth: Tensor) -> None:
     if truth.dim() != 2:
         raise ValueError(f"truth must be 2-D (n_users, n_items), got shape {tuple(truth.shape)}")
     if top_items.shape[0] != truth.shape[0]:
-        raise ValueError(
-            f"top_items and truth disagree on n_users: {tuple(top_items.shape)} vs {tuple(truth.shape)}"
-        )
+        raise ValueError(f"top_items and truth disagree on n_users: {tuple(top_items.shape)} vs {tuple(truth.shape)}")
     if top_items.device != truth.device:
         raise ValueError(f"top_items on {top_items.device} but truth on {truth.device}")
 
@@ -249,8 +247,7 @@ def auc(scores: Tensor, truth: Tensor, exclude: Tensor | None = None) -> Tensor:
     """
     if scores.dim() != 2 or scores.shape != truth.shape:
         raise ValueError(
-            f"scores and truth must both be (n_users, n_items), got {tuple(scores.shape)} "
-            f"and {tuple(truth.shape)}"
+            f"scores and truth must both be (n_users, n_items), got {tuple(scores.shape)} and {tuple(truth.shape)}"
         )
     pos = truth > 0
     neg = ~pos
@@ -325,11 +322,7 @@ def rank_of_target(target_scores: Tensor, negative_scores: Tensor, *, pessimisti
     >>> rank_of_target(torch.tensor([0.5, 0.2]), torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.4, 0.0]]))
     tensor([1, 2])
     """
-    if (
-        target_scores.dim() != 1
-        or negative_scores.dim() != 2
-        or negative_scores.shape[0] != len(target_scores)
-    ):
+    if target_scores.dim() != 1 or negative_scores.dim() != 2 or negative_scores.shape[0] != len(target_scores):
         raise ValueError(
             f"expected target_scores (n,) and negative_scores (n, m), got {tuple(target_scores.shape)} "
             f"and {tuple(negative_scores.shape)}"

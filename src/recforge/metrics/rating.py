@@ -43,9 +43,7 @@ def mae(pred: Tensor, target: Tensor) -> Tensor:
     return torch.mean((p - t).abs()).to(torch.float32)
 
 
-def rounded_accuracy(
-    pred: Tensor, target: Tensor, *, low: float | None = None, high: float | None = None
-) -> Tensor:
+def rounded_accuracy(pred: Tensor, target: Tensor, *, low: float | None = None, high: float | None = None) -> Tensor:
     """Fraction of predictions whose rounded value equals the target rating ("hit accuracy" of rounded
     predicted ratings, as in the Goodreads notebook):
 
