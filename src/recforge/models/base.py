@@ -13,7 +13,8 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
+import uuid
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,11 @@ class NotFittedError(RuntimeError):
 
 
 class InvalidParameterError(ValueError):
-    """A hyper-parameter is unknown or out of range; the message names it."""
+    """A hyper-parameter is unknown or out of range; the message and ``param`` name it."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
 
 
 Recommendation = list[tuple[Any, float]]
@@ -74,12 +79,15 @@ def resolve_device(device: str) -> torch.device:
 def csr_to_torch(matrix: sp.csr_array, device: torch.device | str = "cpu", *, dense: bool = False) -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR (or dense) float32 tensor on ``device``."""
     matrix = sp.csr_array(matrix)
-    t = torch.sparse_csr_tensor(
-        torch.from_numpy(matrix.indptr.astype(np.int64)),
-        torch.from_numpy(matrix.indices.astype(np.int64)),
-        torch.from_numpy(matrix.data.astype(np.float32)),
-        size=matrix.shape,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        t = torch.sparse_csr_tensor(
+            torch.from_numpy(matrix.indptr.astype(np.int64)),
+            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.data.astype(np.float32)),
+            size=matrix.shape,
+            check_invariants=False,  # built from a valid scipy CSR
+        )
     t = t.to(device)
     return t.to_dense() if dense else t
 
@@ -131,14 +139,13 @@ class BaseRecommender(ABC):
         out = {}
         for key, value in params.items():
             if key not in specs:
-                raise InvalidParameterError(
-                    f"{cls.name or cls.__name__} has no parameter {key!r}; known: {', '.join(specs)}"
-                )
+                known = ", ".join(specs) or "none"
+                raise InvalidParameterError(f"{cls.name or cls.__name__} has no parameter {key!r}; known: {known}", key)
             try:
                 out[key] = pydantic.TypeAdapter(specs[key].annotation).validate_python(value)
             except pydantic.ValidationError as exc:
                 msg = "; ".join(e["msg"] for e in exc.errors())
-                raise InvalidParameterError(f"{cls.name or cls.__name__}.{key}={value!r}: {msg}") from None
+                raise InvalidParameterError(f"{cls.name or cls.__name__}.{key}={value!r}: {msg}", key) from None
         return out
 
     def get_params(self) -> dict[str, Any]:
@@ -243,10 +250,12 @@ class BaseRecommender(ABC):
     def _as_recommendations(self, values: torch.Tensor, indices: torch.Tensor) -> list[Recommendation]:
         values_np, indices_np = values.cpu().numpy(), indices.cpu().numpy()
         item_ids = self.items_.ids
-        return [
-            [(item_ids[i].item(), float(v)) for v, i in zip(vals, idxs, strict=True) if i >= 0]
-            for vals, idxs in zip(values_np, indices_np, strict=True)
-        ]
+        out: list[Recommendation] = []
+        for vals, idxs in zip(values_np, indices_np, strict=True):
+            ok = idxs >= 0
+            # tolist() gives plain Python ids (int or str) whatever the id array's dtype
+            out.append(list(zip(item_ids[idxs[ok]].tolist(), vals[ok].tolist(), strict=True)))
+        return out
 
     # ------------------------------------------------------------------ persistence
     @abstractmethod
@@ -266,7 +275,9 @@ class BaseRecommender(ABC):
         self.check_fitted()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        # not tempfile.mkdtemp: its 0o700 mode would survive the rename and hide the model from other users
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
         try:
             config = {"format": FORMAT_VERSION, "model": self.name, "params": self.get_params()}
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -282,7 +293,7 @@ class BaseRecommender(ABC):
                 tensors[f"state.{key}"] = t.detach().cpu().contiguous()
             save_file(tensors, str(tmp / "weights.safetensors"))
             if path.exists():
-                old = path.with_name(f".{path.name}.old")
+                old = tmp.with_name(f"{tmp.name}.old")  # unique: never collides with a crashed save's leftover
                 os.replace(path, old)
                 os.replace(tmp, path)
                 shutil.rmtree(old)

@@ -1,0 +1,227 @@
+"""Linear item-item models solved in closed form: EASE (Steck 2019).
+
+Also holds the blocked, multi-threaded item Gram ``X^T X`` of a sparse users x items matrix, which the
+neighbourhood models reuse (:mod:`recforge.models.neighbors`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Annotated, ClassVar, TypeVar
+
+import numpy as np
+import pydantic
+import scipy.sparse as sp
+import torch
+
+from recforge.data.interactions import Interactions
+from recforge.models.base import BaseRecommender, csr_to_torch, resolve_device
+
+if TYPE_CHECKING:
+    from recforge.data.splits import EvalPart
+
+T = TypeVar("T")
+
+#: Bytes of dense float32 scratch a block of Gram rows may take (rows x n_items x 4).
+BLOCK_BYTES = 1 << 27
+#: Bytes of one column block of EASE's ``B`` when scoring on CPU (sized to stay in the last-level cache).
+SCORE_BLOCK_BYTES = 24 << 20
+
+
+def gram_block_rows(n_items: int, *, budget_bytes: int = BLOCK_BYTES) -> int:
+    """Rows per block so that a dense float32 block of ``rows x n_items`` fits in ``budget_bytes``."""
+    return max(1, min(n_items, budget_bytes // (4 * max(n_items, 1))))
+
+
+def map_blocks(
+    n: int, block: int, fn: Callable[[int, int], T], *, n_threads: int | None = None
+) -> Iterator[tuple[int, int, T]]:
+    """``(start, stop, fn(start, stop))`` for consecutive blocks of ``range(n)``, in order.
+
+    ``fn`` runs on ``n_threads`` threads (default: torch's intra-op thread count); at most ``n_threads``
+    blocks are in flight, so memory stays bounded by a few blocks. scipy's sparse products and numpy's
+    big array operations release the GIL, so the threads really run in parallel.
+    """
+    n_threads = max(1, n_threads or torch.get_num_threads())
+    starts = range(0, n, block)
+    if n_threads == 1:
+        for a in starts:
+            b = min(n, a + block)
+            yield a, b, fn(a, b)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        pending: deque[tuple[int, int, Future[T]]] = deque()
+        for a in starts:
+            b = min(n, a + block)
+            pending.append((a, b, pool.submit(fn, a, b)))
+            if len(pending) >= n_threads:
+                a0, b0, fut = pending.popleft()
+                yield a0, b0, fut.result()
+        while pending:
+            a0, b0, fut = pending.popleft()
+            yield a0, b0, fut.result()
+
+
+def item_gram_rows(matrix: sp.csr_array) -> Callable[[int, int], sp.csr_array]:
+    """A function ``(a, b) -> (X^T X)[a:b]`` (sparse CSR float32) for the users x items ``matrix``.
+
+    Each block is one sparse-sparse product ``X[:, a:b]^T X``: it costs the co-occurrences it finds,
+    never ``n_items^2``, and the full Gram is never held in sparse form.
+    """
+    x = sp.csr_array(matrix, dtype=np.float32)
+    xt = x.T.tocsr()  # items x users: row slices are the item columns of X
+
+    def rows(a: int, b: int) -> sp.csr_array:
+        return sp.csr_array(xt[a:b] @ x)
+
+    return rows
+
+
+def dense_item_gram(matrix: sp.csr_array, device: torch.device, *, n_threads: int | None = None) -> torch.Tensor:
+    """The dense float32 item Gram ``X^T X`` (n_items x n_items) on ``device``, from the sparse ``matrix``.
+
+    Built in row blocks of sparse products (on CPU threads); only the dense result and a few blocks
+    are ever in memory.
+    """
+    n = matrix.shape[1]
+    rows = item_gram_rows(matrix)
+    on_cpu = device.type == "cpu"
+    gram = torch.zeros((n, n), dtype=torch.float32, device=device)
+    dense_view = gram.numpy() if on_cpu else None
+
+    def fill(a: int, b: int) -> None:
+        block = rows(a, b)
+        if dense_view is not None:
+            block.toarray(out=dense_view[a:b])  # adds into the zeroed rows, no temporary
+        else:
+            gram[a:b] = torch.from_numpy(block.toarray()).to(device)
+
+    for _ in map_blocks(n, gram_block_rows(n), fill, n_threads=n_threads):
+        pass
+    return gram
+
+
+def _check_device(value: str) -> str:
+    if value != "auto":
+        try:
+            torch.device(value)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"not a torch device: {exc}") from None
+    return value
+
+
+Device = Annotated[str, pydantic.AfterValidator(_check_device)]
+
+
+class EASE(BaseRecommender):
+    r"""Embarrassingly Shallow Autoencoder: a dense item-item weight matrix with a zero diagonal, in closed form.
+
+    Steck, H. (2019). *Embarrassingly Shallow Autoencoders for Sparse Data.* WWW '19, 3251-3257.
+
+    .. math::
+        G = X^\top X + \lambda I,\qquad P = G^{-1},\qquad
+        B_{ij} = -\frac{P_{ij}}{P_{jj}}\ (i \ne j),\qquad B_{jj} = 0,
+
+    and a user with history row :math:`x_u` gets the scores :math:`x_u B`.
+
+    ``X`` is the training matrix with its values as given: the pipeline binarises implicit data
+    beforehand (EASE was published on 0/1 data); ratings left in are used as weights.
+    The Gram is built in float32 from sparse row blocks of ``X^T X`` (``X`` is never densified), then
+    inverted with a Cholesky factorisation and ``cholesky_inverse`` in place (never a general inverse),
+    so fitting holds one dense ``n_items x n_items`` float32 matrix (4 n_items^2 bytes: 1.7 GB at 20,720
+    items) plus a few blocks. ``device`` (``"auto"``: CUDA, then MPS, then CPU) holds ``B`` and does the
+    dense algebra and the scoring. Scores depend on the history only, so new users fold in for free.
+    """
+
+    name: ClassVar[str] = "ease"
+    folds_in_from_history: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        l2: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] = 500.0,
+        device: Device = "auto",
+    ):
+        self.l2 = l2
+        self.device = device
+
+    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
+        device = resolve_device(self.device)
+        gram = dense_item_gram(train.matrix, device)
+        gram.diagonal().add_(float(self.l2))
+        self._set_weights(ease_weights_(gram))
+
+    def _set_weights(self, weights: torch.Tensor) -> None:
+        """Keep ``B`` for scoring: whole on an accelerator, as cache-sized column blocks on CPU.
+
+        ``history @ B`` reads one row of ``B`` per stored history entry; over whole rows of a large ``B``
+        that traffic misses every cache, while a block of columns (``SCORE_BLOCK_BYTES``) stays in the
+        last-level cache for the whole batch of users: about 1.5-2x faster at 20,000 items.
+        """
+        n = weights.shape[1]
+        if weights.device.type != "cpu":
+            self.weights_ = [weights]
+            return
+        width = max(64, SCORE_BLOCK_BYTES // (4 * max(n, 1)) // 64 * 64)
+        if width >= n:
+            self.weights_ = [weights.contiguous()]
+            return
+        self.weights_ = [weights[:, a : a + width].contiguous() for a in range(0, n, width)]
+
+    def item_weights(self) -> torch.Tensor:
+        """The learned ``n_items x n_items`` matrix ``B`` (zero diagonal), assembled on its device."""
+        self.check_fitted()
+        blocks = self.weights_
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+
+    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
+        history = self._check_history(history, users)
+        blocks = self.weights_
+        device = blocks[0].device
+        if history.nnz == 0:
+            return torch.zeros((history.shape[0], self.n_items), dtype=torch.float32, device=device)
+        rows = csr_to_torch(history, device)
+        if len(blocks) == 1:
+            return torch.sparse.mm(rows, blocks[0])
+        out = torch.empty((history.shape[0], self.n_items), dtype=torch.float32, device=device)
+        start = 0
+        for block in blocks:
+            stop = start + block.shape[1]
+            out[:, start:stop] = torch.sparse.mm(rows, block)
+            start = stop
+        return out
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.item_weights()}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._set_weights(tensors["weights"].to(resolve_device(self.device), torch.float32))
+
+
+def ease_weights_(gram: torch.Tensor) -> torch.Tensor:
+    """EASE's ``B = I - P / diag(P)`` with ``P = gram^{-1}``, overwriting the symmetric positive definite ``gram``.
+
+    The Cholesky factor and the inverse are written into ``gram``'s own storage (through its transpose,
+    which for a symmetric matrix is the same matrix in the column-major layout LAPACK works in), so no
+    second ``n x n`` matrix is allocated where the backend allows it.
+    """
+    view = gram.mT  # Fortran-contiguous and equal to gram: LAPACK factors it in place
+    try:
+        factor, info = torch.linalg.cholesky_ex(view, out=(view, torch.empty(0, dtype=torch.int32, device=gram.device)))
+        inverse = torch.cholesky_inverse(factor, out=factor) if int(info) == 0 else None
+    except RuntimeError:  # a backend that refuses aliased outputs: pay for one more matrix
+        factor, info = torch.linalg.cholesky_ex(gram)
+        inverse = torch.cholesky_inverse(factor) if int(info) == 0 else None
+        del factor
+    if inverse is None:
+        raise ValueError(
+            f"EASE: X^T X + l2 I is not positive definite in float32 (leading minor {int(info)} failed); increase l2"
+        )
+    # P is symmetric, so its transpose is P too: take whichever view is C-ordered (no copy).
+    weights = (inverse if inverse.is_contiguous() else inverse.mT).contiguous()
+    diag = weights.diagonal().clone()
+    weights.div_(diag.neg_())  # B_ij = -P_ij / P_jj (column j divided by P_jj)
+    weights.fill_diagonal_(0.0)
+    return weights
