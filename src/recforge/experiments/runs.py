@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -49,7 +48,9 @@ class RunWriter:
         self.final_path = self.output_dir / run_id
         if self.final_path.exists():
             raise FileExistsError(f"run directory {self.final_path} already exists")
-        self.path = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=self.output_dir))
+        # a plain mkdir (not mkdtemp, whose 0o700 mode would survive the rename)
+        self.path = self.output_dir / f".{run_id}.{os.urandom(4).hex()}.tmp"
+        self.path.mkdir()
         self._t0 = time.perf_counter()
 
     def log(self, message: str) -> None:

@@ -1,0 +1,215 @@
+"""One experiment end to end: data -> filters -> split -> model -> evaluation -> run directory.
+
+Every step is a plain function of the validated :class:`ExperimentConfig`, so the CLI, the tuner
+and notebooks build the same objects. Invalid split or model parameters are reported by their
+dotted name before any data is read.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from recforge.data import filters
+from recforge.data.datasets import load_dataset
+from recforge.data.interactions import Interactions
+from recforge.data.readers import RawDataset, read_table
+from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018
+from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking
+from recforge.experiments.config import ConfigError, ExperimentConfig
+from recforge.experiments.runs import RunRegistry, new_run_id, run_directory
+from recforge.metrics import parse_metric
+from recforge.models.base import BaseRecommender, InvalidParameterError
+from recforge.models.registry import create_model, load_model, model_class
+
+Progress = Callable[[str, int, int], None]
+"""Called as ``progress(task, done, total)`` while evaluating."""
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    run_dir: Path
+    split: dict[str, Any]
+    metrics: dict[str, dict[str, Any]]
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """Validate the split and model parameters and the metric names against what they configure."""
+    split_fn, params = _split_call(cfg)
+    accepted = _keyword_params(split_fn)
+    for key in params:
+        if key not in accepted:
+            raise ConfigError(f"split.{key}: unknown parameter of split {cfg.split.protocol!r}; known: {accepted}")
+    try:
+        model_class(cfg.model.name).validate_params(cfg.model.params)
+    except InvalidParameterError as exc:
+        raise ConfigError(f"model.{exc.param}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"model.name: {exc}") from None
+    for spec in cfg.evaluation.metrics:
+        try:
+            parse_metric(spec)
+        except ValueError as exc:
+            raise ConfigError(f"evaluation.metrics: {exc}") from None
+
+
+def _split_call(cfg: ExperimentConfig) -> tuple[Callable[..., Split], dict[str, Any]]:
+    """The split function and its parameters; a preset name expands to its protocol and defaults."""
+    protocol, params = cfg.split.protocol, cfg.split.params
+    if protocol in PRESETS:
+        protocol, defaults = PRESETS[protocol]
+        params = {**defaults, **params}
+    if protocol == "predefined":
+        raise ConfigError(
+            "split.protocol: 'predefined' splits take train/test frames; use recforge.data.splits.predefined_split"
+        )
+    if protocol not in SPLITS:
+        known = ", ".join([*(p for p in SPLITS if p != "predefined"), *PRESETS])
+        raise ConfigError(f"split.protocol: unknown protocol {protocol!r}; known: {known}")
+    return SPLITS[protocol], params
+
+
+def _keyword_params(fn: Callable[..., Any]) -> list[str]:
+    return [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+
+
+def load_raw(cfg: ExperimentConfig) -> RawDataset:
+    """Read the configured data source (a registered dataset or a table with a column mapping)."""
+    d = cfg.data
+    if d.dataset is not None:
+        return load_dataset(d.dataset, data_dir=d.data_dir, download=d.download)
+    assert d.path is not None
+    return read_table(
+        d.path, user_col=d.user_col, item_col=d.item_col, rating_col=d.rating_col, timestamp_col=d.timestamp_col
+    )
+
+
+def prepare_events(cfg: ExperimentConfig, raw: RawDataset) -> pd.DataFrame:
+    """Apply the configured filters to the raw event frame."""
+    d, frame = cfg.data, raw.interactions
+    if d.min_rating is not None:
+        frame = filters.min_rating(frame, d.min_rating)
+    if d.min_user_interactions or d.min_item_interactions:
+        frame = filters.k_core(frame, min_user=d.min_user_interactions, min_item=d.min_item_interactions)
+    if d.binarize:
+        frame = filters.binarize(frame)
+    return frame
+
+
+def make_split(cfg: ExperimentConfig, raw: RawDataset, frame: pd.DataFrame) -> Split:
+    """Index the events and run the configured split protocol (its own seed, else the run seed).
+
+    ``liang2018`` receives the raw frame: its item order follows the file's row order, as in the
+    reference notebook. It filters ratings itself, so ``data.min_rating`` should stay unset there.
+    """
+    fn, params = _split_call(cfg)
+    if fn is liang2018:
+        return fn(frame, **params)
+    if "seed" in _keyword_params(fn):
+        params.setdefault("seed", cfg.run.seed)
+    data = Interactions.from_frame(frame, item_info=raw.item_info, user_info=raw.user_info)
+    return fn(data, **params)
+
+
+def build_model(cfg: ExperimentConfig) -> BaseRecommender:
+    params = dict(cfg.model.params)
+    if "seed" in model_class(cfg.model.name).param_specs():
+        params.setdefault("seed", cfg.run.seed)
+    return create_model(cfg.model.name, **params)
+
+
+def evaluate_part(
+    model: BaseRecommender, part: EvalPart, cfg: ExperimentConfig, *, progress: Progress | None = None, task: str = ""
+) -> EvaluationResult:
+    metrics = [parse_metric(m) for m in cfg.evaluation.metrics]
+    total = part.n_users
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(task, done, total)
+
+    return evaluate_ranking(
+        model, part, metrics, batch_size=cfg.evaluation.batch_size, coverage=cfg.evaluation.coverage, progress=step
+    )
+
+
+def run_experiment(
+    cfg: ExperimentConfig, *, progress: Progress | None = None, log: Callable[[str], None] | None = None
+) -> ExperimentResult:
+    """Run one experiment and write its run directory (atomically) and registry entry."""
+    check_config(cfg)
+    torch.manual_seed(cfg.run.seed)
+    label = f"{cfg.data.dataset or Path(str(cfg.data.path)).stem}-{cfg.model.name}"
+    run_id = cfg.run.name or new_run_id(label)
+
+    def note(message: str) -> None:
+        writer.log(message)
+        if log is not None:
+            log(message)
+
+    with run_directory(cfg.run.output_dir, run_id) as writer:
+        writer.write_json("config.json", cfg.to_json())
+        t0 = time.perf_counter()
+        raw = load_raw(cfg)
+        frame = prepare_events(cfg, raw)
+        note(f"read {len(raw.interactions):,} events, {len(frame):,} after filters ({time.perf_counter() - t0:.1f}s)")
+        split = make_split(cfg, raw, frame)
+        summary = split.summary()
+        writer.write_json("split.json", summary)
+        note(f"split {cfg.split.protocol}: {json.dumps(summary)}")
+        model = build_model(cfg)
+        t0 = time.perf_counter()
+        model.fit(split.train, valid=split.valid)
+        fit_seconds = time.perf_counter() - t0
+        note(f"fitted {model!r} in {fit_seconds:.1f}s")
+        model.save(writer.path / "model")
+        results: dict[str, dict[str, Any]] = {}
+        for name, part in (("valid", split.valid), ("test", split.test)):
+            if part is None:
+                continue
+            t0 = time.perf_counter()
+            res = evaluate_part(model, part, cfg, progress=progress, task=f"evaluating {name}")
+            results[name] = {**res.to_json(), "seconds": round(time.perf_counter() - t0, 3)}
+            res.per_user.to_csv(writer.path / f"per_user_{name}.csv", index=False)
+            note(f"{name}: {json.dumps(res.metrics)}")
+        results["fit"] = {"seconds": round(fit_seconds, 3)}
+        writer.write_json("metrics.json", results)
+    RunRegistry(cfg.run.output_dir).add(
+        run_id,
+        dataset=label,
+        split=cfg.split.protocol,
+        model=cfg.model.name,
+        metrics=results.get("test", {}).get("metrics", {}),
+        path=writer.final_path,
+    )
+    return ExperimentResult(writer.final_path, summary, results)
+
+
+def reload_run(run_dir: str | Path) -> tuple[ExperimentConfig, BaseRecommender]:
+    """The validated config and the saved model of a run directory."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a recforge run directory (no config.json)")
+    cfg = ExperimentConfig.model_validate(json.loads(config_path.read_text()))
+    return cfg, load_model(run_dir / "model")
+
+
+def evaluate_run(run_dir: str | Path, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Rebuild the run's split (deterministic under its seed) and evaluate the saved model on the test part."""
+    cfg, model = reload_run(run_dir)
+    raw = load_raw(cfg)
+    split = make_split(cfg, raw, prepare_events(cfg, raw))
+    res = evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test")
+    return res.to_json()
