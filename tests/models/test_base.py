@@ -16,6 +16,7 @@ import torch
 from recforge.data.ids import IdMap, UnknownIdError
 from recforge.data.interactions import Interactions
 from recforge.data.splits import EvalPart
+from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.models import base
 from recforge.models.base import (
     BaseRecommender,
@@ -23,14 +24,12 @@ from recforge.models.base import (
     NotFittedError,
     Recommender,
     csr_to_torch,
-    exclude_items_,
-    resolve_device,
-    top_k,
 )
 from recforge.models.linear import EASE
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
 from recforge.models.registry import MODELS, create_model, load_model, model_class
+from recforge.training.trainer import resolve_device
 
 
 class Ramp(BaseRecommender):
@@ -194,7 +193,8 @@ def test_save_load_by_hand(train, tmp_path):
     path = tmp_path / "nested" / "ramp"
     model.save(path)
     config = json.loads((path / "config.json").read_text())
-    assert config == {"format": base.FORMAT_VERSION, "model": "ramp", "params": {"slope": 2.0, "window": 3}}
+    params = {"slope": 2.0, "window": 3}
+    assert config == {"format": base.FORMAT_VERSION, "model": "ramp", "params": params, "state_info": {}}
     loaded = Ramp.load(path)
     assert loaded.get_params() == model.get_params()
     assert loaded.users_ == train.users and loaded.items_ == train.items

@@ -19,8 +19,14 @@ import scipy.sparse as sp
 import torch
 
 from recforge.data.splits import EvalPart
+from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.metrics.ranking import coverage_counts, hit_rate_from_rank, ndcg_from_rank, rank_of_target
-from recforge.models.base import BaseRecommender, exclude_items_, top_k
+
+
+class Scorer(Protocol):
+    """What the evaluator needs of a model: scores for rows of history (see ``BaseRecommender.score``)."""
+
+    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor: ...
 
 
 class RankingMetric(Protocol):
@@ -78,18 +84,18 @@ def _blocks(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, n))
 
 
-def _model_device(model: BaseRecommender) -> torch.device:
+def _model_device(model: Scorer) -> torch.device:
     return getattr(model, "device_", torch.device("cpu"))
 
 
-def _score_block(model: BaseRecommender, part: EvalPart, rows: np.ndarray) -> tuple[torch.Tensor, sp.csr_array]:
+def _score_block(model: Scorer, part: EvalPart, rows: np.ndarray) -> tuple[torch.Tensor, sp.csr_array]:
     history = part.history.matrix[rows]
     scores = model.score(history, rows if part.known_users else None).float()
     return exclude_items_(scores, history), history
 
 
 def evaluate_ranking(
-    model: BaseRecommender,
+    model: Scorer,
     part: EvalPart,
     metrics: Sequence[RankingMetric],
     *,
@@ -133,7 +139,7 @@ def evaluate_ranking(
 
 
 def evaluate_sampled(
-    model: BaseRecommender,
+    model: Scorer,
     part: EvalPart,
     ks: Sequence[int] = (10,),
     *,

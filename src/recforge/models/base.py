@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from recforge.data.ids import IdMap
 from recforge.data.interactions import Interactions
+from recforge.evaluation.ranking import exclude_items_, top_k
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
@@ -65,17 +66,6 @@ class Recommender(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then CPU; anything else is passed to :class:`torch.device`."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 def csr_to_torch(matrix: sp.csr_array, device: torch.device | str = "cpu", *, dense: bool = False) -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR (or dense) float32 tensor on ``device``."""
     matrix = sp.csr_array(matrix)
@@ -90,27 +80,6 @@ def csr_to_torch(matrix: sp.csr_array, device: torch.device | str = "cpu", *, de
         )
     t = t.to(device)
     return t.to_dense() if dense else t
-
-
-def exclude_items_(scores: torch.Tensor, exclude: sp.csr_array) -> torch.Tensor:
-    """Set ``scores[u, i] = -inf`` in place wherever ``exclude[u, i]`` is stored; returns ``scores``."""
-    exclude = sp.csr_array(exclude)
-    if exclude.shape != tuple(scores.shape):
-        raise ValueError(f"exclusion matrix has shape {exclude.shape}, scores have {tuple(scores.shape)}")
-    if exclude.nnz:
-        rows = np.repeat(np.arange(exclude.shape[0]), np.diff(exclude.indptr))
-        r = torch.from_numpy(rows).to(scores.device)
-        c = torch.from_numpy(exclude.indices.astype(np.int64)).to(scores.device)
-        scores[r, c] = float("-inf")
-    return scores
-
-
-def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best ``k`` scores and item indices per row, best first; excluded (-inf) items come back as index -1."""
-    k = min(k, scores.shape[1])
-    values, indices = torch.topk(scores, k, dim=1)
-    indices = torch.where(torch.isneginf(values), torch.full_like(indices, -1), indices)
-    return values, indices
 
 
 class BaseRecommender(ABC):
@@ -266,6 +235,13 @@ class BaseRecommender(ABC):
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`_state` returned."""
 
+    def _state_info(self) -> dict[str, Any]:
+        """JSON-serialisable learned information saved beside the weights (e.g. a training log)."""
+        return {}
+
+    def _load_state_info(self, info: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what :meth:`_state_info` returned (called before :meth:`_load_state`)."""
+
     def save(self, path: str | Path) -> None:
         """Write ``config.json``, ``ids.json`` and ``weights.safetensors`` into the directory ``path``.
 
@@ -279,7 +255,12 @@ class BaseRecommender(ABC):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         tmp.mkdir()
         try:
-            config = {"format": FORMAT_VERSION, "model": self.name, "params": self.get_params()}
+            config = {
+                "format": FORMAT_VERSION,
+                "model": self.name,
+                "params": self.get_params(),
+                "state_info": self._state_info(),
+            }
             (tmp / "config.json").write_text(json.dumps(config, indent=2))
             ids = {"users": self.users_.to_json(), "items": self.items_.to_json()}
             (tmp / "ids.json").write_text(json.dumps(ids))
@@ -328,5 +309,6 @@ class BaseRecommender(ABC):
             ),
             shape=(len(model.users_), len(model.items_)),
         )
+        model._load_state_info(config.get("state_info", {}))
         model._load_state({k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")})
         return model

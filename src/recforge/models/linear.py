@@ -17,7 +17,8 @@ import scipy.sparse as sp
 import torch
 
 from recforge.data.interactions import Interactions
-from recforge.models.base import BaseRecommender, csr_to_torch, resolve_device
+from recforge.models.base import BaseRecommender, csr_to_torch
+from recforge.training.trainer import resolve_device
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
