@@ -1,0 +1,146 @@
+"""`TorchRecommender`: the base of every model trained by gradient descent, through the one `Trainer`.
+
+A subclass is a :class:`~recforge.training.trainer.TrainingTask`: it builds its network
+(``build_module``), its optimiser(s) (``configure_optimizers``), cuts an epoch into batches
+(``batches``) and computes one step's loss (``training_step``). It never loops over epochs:
+``_fit`` hands itself to the Trainer with early stopping and best-checkpoint callbacks driven by
+validation on the ``valid`` part, and keeps the per-epoch log in ``training_log_``.
+
+Hyper-parameters every subclass declares in its ``__init__``: ``max_epochs``, ``batch_size``,
+``learning_rate``, ``patience``, ``device`` and ``seed``; optional ones read when declared:
+``monitor`` (validation metric name, default ``"ndcg@100"``), ``grad_clip``, ``amp`` and
+``checkpoint_dir`` (makes training resumable).
+
+Validation is a hook: :meth:`TorchRecommender.validation_metrics` returns the figures logged after
+every epoch (default: the ranking metric ``monitor`` by :func:`evaluate_ranking`) and
+:meth:`TorchRecommender.monitor_name` names the one that drives early stopping and the best checkpoint,
+in the direction ``monitor_mode`` (``"max"`` for ranking metrics, ``"min"`` for errors such as the
+validation RMSE of rating models).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from recforge.data.interactions import Interactions
+from recforge.evaluation.evaluate import evaluate_ranking
+from recforge.metrics import parse_metric
+from recforge.models.base import BaseRecommender, NotFittedError
+from recforge.training.callbacks import Callback, Checkpoint, EarlyStopping, History, Mode, Progress
+from recforge.training.trainer import Losses, StepContext, Trainer, resolve_device
+
+if TYPE_CHECKING:
+    from recforge.data.splits import EvalPart
+
+
+class TorchRecommender(BaseRecommender):
+    """Common half of the neural models: fitting through the Trainer, device handling, saving weights."""
+
+    max_epochs: int
+    batch_size: int
+    learning_rate: float
+    patience: int
+    device: str
+    seed: int
+    #: direction of the monitored validation value: "max" (ranking metrics) or "min" (errors); a subclass
+    #: whose direction depends on a hyper-parameter may define it as a property
+    monitor_mode: ClassVar[Mode] = "max"
+
+    # ------------------------------------------------------------------ what subclasses supply
+    @abstractmethod
+    def _prepare(self, train: Interactions) -> None:
+        """Keep what ``batches`` needs from the training data (called before the module is built)."""
+
+    @abstractmethod
+    def build_module(self) -> nn.Module:
+        """The network, built from hyper-parameters and fitted sizes (``n_items``, ``len(users_)``)."""
+
+    @abstractmethod
+    def batches(self, rng: np.random.Generator, device: torch.device) -> Iterable[Any]:
+        """One epoch of batches, shuffled with ``rng``."""
+
+    @abstractmethod
+    def training_step(self, module: nn.Module, batch: Any, ctx: StepContext) -> Losses:
+        """The loss of one batch (and its named parts)."""
+
+    def configure_optimizers(self, module: nn.Module) -> Sequence[torch.optim.Optimizer]:
+        """Adam at ``learning_rate``; weight decay from an ``l2`` hyper-parameter when the model has one."""
+        return [torch.optim.Adam(module.parameters(), lr=self.learning_rate, weight_decay=getattr(self, "l2", 0.0))]
+
+    def monitor_name(self) -> str:
+        """The key of :meth:`validation_metrics` that drives early stopping and the best checkpoint."""
+        return parse_metric(getattr(self, "monitor", "ndcg@100")).name
+
+    def validation_metrics(self, valid: EvalPart) -> dict[str, float]:
+        """Validation figures after each epoch (logged with a ``valid_`` prefix); default: the ranking ``monitor``."""
+        return evaluate_ranking(self, valid, [parse_metric(getattr(self, "monitor", "ndcg@100"))]).metrics
+
+    def extra_callbacks(self) -> list[Callback]:
+        """Model-specific callbacks (e.g. beta annealing)."""
+        return []
+
+    def _release(self) -> None:
+        """Drop training-only data after fitting (override when ``_prepare`` kept large objects)."""
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
+        self.device_ = resolve_device(self.device)
+        self._prepare(train)
+        history = History()
+        callbacks: list[Callback] = [history, *self.extra_callbacks()]
+        validate = None
+        monitor_key = None
+        if valid is not None and valid.n_users > 0:
+            monitor_key, mode = f"valid_{self.monitor_name()}", self.monitor_mode
+            callbacks += [
+                EarlyStopping(monitor_key, mode=mode, patience=self.patience),
+                Checkpoint(monitor_key, mode=mode),
+            ]
+
+            def validate(module: nn.Module) -> dict[str, float]:
+                return self.validation_metrics(valid)
+
+        callbacks.append(Progress(monitor_key))
+        trainer = Trainer(
+            max_epochs=self.max_epochs,
+            device=self.device_,
+            seed=self.seed,
+            grad_clip=getattr(self, "grad_clip", None),
+            amp=getattr(self, "amp", False),
+            callbacks=callbacks,
+            validate=validate,
+            checkpoint_dir=getattr(self, "checkpoint_dir", None),
+        )
+        torch.manual_seed(self.seed)
+        self.module_ = self.build_module().to(self.device_)
+        trainer.fit(self, self.module_)
+        self.module_.eval()
+        self.training_log_ = history.epochs
+        self._release()
+
+    def check_fitted(self) -> None:
+        super().check_fitted()
+        if not hasattr(self, "module_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() or load() first")
+
+    # ------------------------------------------------------------------ persistence
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {f"module.{k}": v for k, v in self.module_.state_dict().items()}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.device_ = resolve_device(self.device)
+        self.module_ = self.build_module()
+        self.module_.load_state_dict({k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")})
+        self.module_.to(self.device_).eval()
+
+    def _state_info(self) -> dict[str, Any]:
+        return {"training_log": getattr(self, "training_log_", [])}
+
+    def _load_state_info(self, info: dict[str, Any]) -> None:
+        self.training_log_ = info.get("training_log", [])
