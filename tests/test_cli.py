@@ -143,3 +143,34 @@ def test_models_and_datasets_listings(monkeypatch, capsys):
     assert code == 0 and "ml-100k" in out
     code, out, _ = cli(monkeypatch, capsys, "datasets", "info", "ml-100k")
     assert code == 0 and "files.grouplens.org" in out
+
+
+@needs_ml100k
+def test_official_fold_and_sampled_negatives_protocols(monkeypatch, capsys, tmp_path):
+    out_dir = str(tmp_path / "runs")
+    args = ["run", "--dataset", "ml-100k", "--split", "predefined", "--set", "split.fold=u1"]
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        *args,
+        "--set",
+        "split.valid_fraction=0.1",
+        "--model",
+        "popularity",
+        "--output-dir",
+        out_dir,
+        "--set",
+        "run.name=fold",
+    )
+    assert code == 0, err
+    split = json.loads((tmp_path / "runs" / "fold" / "split.json").read_text())
+    # u1.base's 80,000 events, 10% carved out for validation; events on items unseen in training are dropped
+    assert 79_900 <= split["train_interactions"] + split["valid_target_interactions"] <= 80_000
+    assert split["valid_target_interactions"] == pytest.approx(8_000, abs=50)
+    assert 19_900 <= split["test_target_interactions"] < 20_000
+    args = ["run", "--dataset", "ml-100k", "--split", "leave_one_out_ncf", "--set", "data.binarize=true"]
+    code, _, err = cli(monkeypatch, capsys, *args, "--model", "ease", "--output-dir", out_dir, "--set", "run.name=loo")
+    assert code == 0, err
+    test = json.loads((tmp_path / "runs" / "loo" / "metrics.json").read_text())["test"]
+    assert test["n_users"] == 943 and 0.5 < test["metrics"]["sampled_hr@10"] <= 1.0
+    assert (tmp_path / "runs" / "loo" / "per_user_test_sampled.csv").exists()

@@ -34,7 +34,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(runs_app, name="runs")
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)  # piped output: wide tables, no truncated headers
 err = Console(stderr=True)
 
 DataDir = Annotated[

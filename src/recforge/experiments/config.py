@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -70,6 +70,10 @@ class ModelConfig(BaseModel):
 
 class EvaluationConfig(_Section):
     metrics: list[str] = Field(default_factory=lambda: ["ndcg@100", "recall@20", "recall@50"])
+    rating_metrics: list[Literal["rmse", "mae", "rounded_accuracy"]] = Field(
+        default_factory=lambda: ["rmse", "mae", "rounded_accuracy"], description="for explicit targets"
+    )
+    sampled_ks: list[int] = Field(default_factory=lambda: [10], description="cut-offs of the sampled protocol")
     batch_size: int | None = Field(None, gt=0, description="users per scoring block; default from free memory")
     coverage: bool = False
 

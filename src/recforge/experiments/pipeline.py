@@ -7,8 +7,10 @@ dotted name before any data is read.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,16 +21,20 @@ import pandas as pd
 import torch
 
 from recforge.data import filters
-from recforge.data.datasets import load_dataset
+from recforge.data.datasets import dataset_info, load_dataset
 from recforge.data.interactions import Interactions
-from recforge.data.readers import RawDataset, read_table
-from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018
-from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking
+from recforge.data.readers import RawDataset, read_movielens_100k_fold, read_table
+from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018, predefined_split, random_split
+from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking, evaluate_ratings, evaluate_sampled
 from recforge.experiments.config import ConfigError, ExperimentConfig
 from recforge.experiments.runs import RunRegistry, new_run_id, run_directory
 from recforge.metrics import parse_metric
+from recforge.metrics.rating import MAE, RMSE, RoundedAccuracy
 from recforge.models.base import BaseRecommender, InvalidParameterError
 from recforge.models.registry import create_model, load_model, model_class
+
+PREDEFINED_PARAMS = ("fold", "train_path", "test_path", "valid_path", "valid_fraction", "seed")
+"""Parameters of the ``predefined`` protocol: an official ML-100K fold or train/test(/valid) files."""
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(task, done, total)`` while evaluating."""
@@ -44,7 +50,7 @@ class ExperimentResult:
 def check_config(cfg: ExperimentConfig) -> None:
     """Validate the split and model parameters and the metric names against what they configure."""
     split_fn, params = _split_call(cfg)
-    accepted = _keyword_params(split_fn)
+    accepted = list(PREDEFINED_PARAMS) if split_fn is predefined_split else _keyword_params(split_fn)
     for key in params:
         if key not in accepted:
             raise ConfigError(f"split.{key}: unknown parameter of split {cfg.split.protocol!r}; known: {accepted}")
@@ -67,12 +73,8 @@ def _split_call(cfg: ExperimentConfig) -> tuple[Callable[..., Split], dict[str, 
     if protocol in PRESETS:
         protocol, defaults = PRESETS[protocol]
         params = {**defaults, **params}
-    if protocol == "predefined":
-        raise ConfigError(
-            "split.protocol: 'predefined' splits take train/test frames; use recforge.data.splits.predefined_split"
-        )
     if protocol not in SPLITS:
-        known = ", ".join([*(p for p in SPLITS if p != "predefined"), *PRESETS])
+        known = ", ".join([*SPLITS, *PRESETS])
         raise ConfigError(f"split.protocol: unknown protocol {protocol!r}; known: {known}")
     return SPLITS[protocol], params
 
@@ -113,22 +115,79 @@ def make_split(cfg: ExperimentConfig, raw: RawDataset, frame: pd.DataFrame) -> S
     fn, params = _split_call(cfg)
     if fn is liang2018:
         return fn(frame, **params)
+    if fn is predefined_split:
+        return _predefined(cfg, params)
     if "seed" in _keyword_params(fn):
         params.setdefault("seed", cfg.run.seed)
     data = Interactions.from_frame(frame, item_info=raw.item_info, user_info=raw.user_info)
     return fn(data, **params)
 
 
+def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
+    """An official ML-100K fold (``fold="u1"``) or ``train_path``/``test_path`` files read like ``data.path``.
+
+    ``valid_fraction`` carves a seeded random validation part out of the training events (for early
+    stopping) when no ``valid_path`` is given. The configured filters apply to every file.
+    """
+    d = cfg.data
+    if "fold" in params:
+        if d.dataset != "ml-100k":
+            raise ConfigError("split.fold: official folds exist for data.dataset = 'ml-100k' only")
+        load_dataset(d.dataset, data_dir=d.data_dir, download=d.download)
+        train, test = read_movielens_100k_fold(dataset_info(d.dataset, data_dir=d.data_dir)["path"], params["fold"])
+        valid = None
+    elif "train_path" in params and "test_path" in params:
+        columns = {"user_col": d.user_col, "item_col": d.item_col, "rating_col": d.rating_col}
+        columns["timestamp_col"] = d.timestamp_col
+        train, test = (read_table(params[k], **columns).interactions for k in ("train_path", "test_path"))
+        valid = read_table(params["valid_path"], **columns).interactions if "valid_path" in params else None
+    else:
+        raise ConfigError("split: 'predefined' needs split.fold (ML-100K) or split.train_path and split.test_path")
+    frames = [
+        prepare_events(cfg, RawDataset(d.dataset or "table", f)) if f is not None else None
+        for f in (train, test, valid)
+    ]
+    train, test, valid = frames
+    fraction = float(params.get("valid_fraction", 0.0))
+    if valid is None and fraction > 0:
+        carved = random_split(Interactions.from_frame(train), test=fraction, seed=params.get("seed", cfg.run.seed))
+        in_valid = carved.test.target.to_frame()[["user", "item"]]
+        marked = train.merge(in_valid.assign(_valid=True), on=["user", "item"], how="left")
+        is_valid = marked["_valid"].fillna(False).to_numpy(dtype=bool)
+        train, valid = train[~is_valid], train[is_valid]
+    split = predefined_split(train, test, valid_frame=valid)
+    split.params.update({k: v for k, v in params.items() if k != "seed"})
+    return split
+
+
 def build_model(cfg: ExperimentConfig) -> BaseRecommender:
+    """The configured model; a trainable one checkpoints under ``output_dir/.checkpoints/<config hash>``,
+    so running the same experiment again after an interruption resumes where it stopped."""
     params = dict(cfg.model.params)
-    if "seed" in model_class(cfg.model.name).param_specs():
+    specs = model_class(cfg.model.name).param_specs()
+    if "seed" in specs:
         params.setdefault("seed", cfg.run.seed)
+    if "checkpoint_dir" in specs:
+        params.setdefault("checkpoint_dir", str(checkpoint_dir(cfg)))
     return create_model(cfg.model.name, **params)
+
+
+def checkpoint_dir(cfg: ExperimentConfig) -> Path:
+    """Where an experiment's training checkpoints live until it finishes (a hash of its config)."""
+    config = cfg.to_json()
+    config["run"].pop("name", None)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cfg.run.output_dir) / ".checkpoints" / digest
+
+
+RATING_METRICS = {"rmse": RMSE, "mae": MAE, "rounded_accuracy": RoundedAccuracy}
 
 
 def evaluate_part(
     model: BaseRecommender, part: EvalPart, cfg: ExperimentConfig, *, progress: Progress | None = None, task: str = ""
-) -> EvaluationResult:
+) -> dict[str, EvaluationResult]:
+    """Every evaluation that applies: full ranking always, rating errors for explicit targets of rating
+    models, and the sampled-negatives protocol when the part carries negatives."""
     metrics = [parse_metric(m) for m in cfg.evaluation.metrics]
     total = part.n_users
     done = 0
@@ -139,9 +198,23 @@ def evaluate_part(
         if progress is not None:
             progress(task, done, total)
 
-    return evaluate_ranking(
-        model, part, metrics, batch_size=cfg.evaluation.batch_size, coverage=cfg.evaluation.coverage, progress=step
-    )
+    out = {
+        "ranking": evaluate_ranking(
+            model, part, metrics, batch_size=cfg.evaluation.batch_size, coverage=cfg.evaluation.coverage, progress=step
+        )
+    }
+    if part.target.explicit and hasattr(model, "predict_indices") and part.known_users:
+        out["rating"] = evaluate_ratings(model, part, [RATING_METRICS[m]() for m in cfg.evaluation.rating_metrics])
+    if part.negatives is not None:
+        out["sampled"] = evaluate_sampled(model, part, cfg.evaluation.sampled_ks, batch_size=cfg.evaluation.batch_size)
+    return out
+
+
+def _merge(results: dict[str, EvaluationResult]) -> dict[str, Any]:
+    metrics: dict[str, float] = {}
+    for kind, res in results.items():
+        metrics.update(res.metrics if kind == "ranking" else {f"{kind}_{k}": v for k, v in res.metrics.items()})
+    return {"n_users": results["ranking"].n_users, "metrics": metrics}
 
 
 def run_experiment(
@@ -175,16 +248,22 @@ def run_experiment(
         note(f"fitted {model!r} in {fit_seconds:.1f}s")
         model.save(writer.path / "model")
         results: dict[str, dict[str, Any]] = {}
+        log_rows = getattr(model, "training_log_", None)
+        if log_rows:
+            pd.DataFrame(log_rows).to_csv(writer.path / "training_log.csv", index=False)
         for name, part in (("valid", split.valid), ("test", split.test)):
             if part is None:
                 continue
             t0 = time.perf_counter()
             res = evaluate_part(model, part, cfg, progress=progress, task=f"evaluating {name}")
-            results[name] = {**res.to_json(), "seconds": round(time.perf_counter() - t0, 3)}
-            res.per_user.to_csv(writer.path / f"per_user_{name}.csv", index=False)
-            note(f"{name}: {json.dumps(res.metrics)}")
+            results[name] = {**_merge(res), "seconds": round(time.perf_counter() - t0, 3)}
+            for kind, r in res.items():
+                suffix = "" if kind == "ranking" else f"_{kind}"
+                r.per_user.to_csv(writer.path / f"per_user_{name}{suffix}.csv", index=False)
+            note(f"{name}: {json.dumps(results[name]['metrics'])}")
         results["fit"] = {"seconds": round(fit_seconds, 3)}
         writer.write_json("metrics.json", results)
+    shutil.rmtree(checkpoint_dir(cfg), ignore_errors=True)
     RunRegistry(cfg.run.output_dir).add(
         run_id,
         dataset=label,
@@ -211,5 +290,4 @@ def evaluate_run(run_dir: str | Path, *, progress: Progress | None = None) -> di
     cfg, model = reload_run(run_dir)
     raw = load_raw(cfg)
     split = make_split(cfg, raw, prepare_events(cfg, raw))
-    res = evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test")
-    return res.to_json()
+    return _merge(evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test"))
