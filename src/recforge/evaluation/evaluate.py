@@ -37,7 +37,9 @@ class RankingMetric(Protocol):
     @property
     def name(self) -> str: ...
 
-    def __call__(self, top_items: torch.Tensor, truth: torch.Tensor) -> torch.Tensor: ...
+    def __call__(
+        self, top_items: torch.Tensor, truth: torch.Tensor, n_relevant: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 class RatingMetric(Protocol):
@@ -122,9 +124,12 @@ def evaluate_ranking(
         rows = users[block]
         scores, _ = _score_block(model, part, rows)
         _, top = top_k(scores, max_k)
-        truth = torch.from_numpy(target[rows].toarray()).to(top.device)
+        block_target = target[rows]
+        truth = torch.from_numpy(block_target.toarray()).to(top.device)
+        positive_rows = np.repeat(np.arange(len(rows)), np.diff(block_target.indptr))[block_target.data > 0]
+        n_relevant = torch.from_numpy(np.bincount(positive_rows, minlength=len(rows))).to(top.device)
         for m in metrics:
-            values[m.name].append(m(top, truth).double().cpu())
+            values[m.name].append(m(top, truth, n_relevant).double().cpu())
         if coverage:
             covered |= coverage_counts(top, part.history.n_items, max_k).cpu()
         if progress is not None:

@@ -89,7 +89,12 @@ def _discounts(k: int, device: torch.device) -> Tensor:
     return 1.0 / torch.log2(torch.arange(2, k + 2, device=device, dtype=_F64))
 
 
-def _n_relevant(truth: Tensor) -> Tensor:
+def _n_relevant(truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+    """|relevant| per user; callers that already know it (the evaluator, from its sparse truth) pass it in."""
+    if n_relevant is not None:
+        if n_relevant.shape != truth.shape[:1]:
+            raise ValueError(f"n_relevant has shape {tuple(n_relevant.shape)}, expected ({truth.shape[0]},)")
+        return n_relevant.to(device=truth.device, dtype=_F64)
     return (truth > 0).sum(dim=1).to(_F64)
 
 
@@ -130,7 +135,9 @@ def _binary_hits(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------- top-k metrics
-def recall_at_k(top_items: Tensor, truth: Tensor, k: int, normalized: bool = True) -> Tensor:
+def recall_at_k(
+    top_items: Tensor, truth: Tensor, k: int, normalized: bool = True, n_relevant: Tensor | None = None
+) -> Tensor:
     """Recall@k per user.
 
     normalized=True  (Liang et al. 2018, vae_cf ``Recall_at_k_batch``):
@@ -146,21 +153,23 @@ def recall_at_k(top_items: Tensor, truth: Tensor, k: int, normalized: bool = Tru
     (tensor([0.5000]), tensor([0.3333]))
     """
     hits = _binary_hits(top_items, truth, k).sum(dim=1)
-    n_rel = _n_relevant(truth)
+    n_rel = _n_relevant(truth, n_relevant)
     denom = n_rel.clamp(max=k) if normalized else n_rel
     return _nan_where_empty(hits / denom.clamp(min=1), n_rel)
 
 
-def precision_at_k(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
+def precision_at_k(top_items: Tensor, truth: Tensor, k: int, n_relevant: Tensor | None = None) -> Tensor:
     """Precision@k per user: |relevant ∩ top_k| / k (padding and short lists count as misses).
 
     NaN for users with |relevant| = 0.
     """
     hits = _binary_hits(top_items, truth, k).sum(dim=1)
-    return _nan_where_empty(hits / k, _n_relevant(truth))
+    return _nan_where_empty(hits / k, _n_relevant(truth, n_relevant))
 
 
-def ndcg_at_k(top_items: Tensor, truth: Tensor, k: int, graded: bool = False) -> Tensor:
+def ndcg_at_k(
+    top_items: Tensor, truth: Tensor, k: int, graded: bool = False, n_relevant: Tensor | None = None
+) -> Tensor:
     """NDCG@k per user (Järvelin & Kekäläinen 2002).
 
         DCG@k  = sum_{r=1..k} gain_r / log2(r + 1)
@@ -180,7 +189,7 @@ def ndcg_at_k(top_items: Tensor, truth: Tensor, k: int, graded: bool = False) ->
     """
     rel = hits_at(top_items, truth, k).to(_F64)
     disc = _discounts(k, truth.device)
-    n_rel = _n_relevant(truth)
+    n_rel = _n_relevant(truth, n_relevant)
     if not graded:
         dcg = ((rel > 0).to(_F64) * disc).sum(dim=1)
         cum = disc.cumsum(0)
@@ -193,7 +202,7 @@ def ndcg_at_k(top_items: Tensor, truth: Tensor, k: int, graded: bool = False) ->
     return _nan_where_empty(dcg / torch.where(n_rel > 0, idcg, torch.ones_like(idcg)), n_rel)
 
 
-def map_at_k(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
+def map_at_k(top_items: Tensor, truth: Tensor, k: int, n_relevant: Tensor | None = None) -> Tensor:
     """Mean-average-precision ingredient AP@k per user (average over users gives MAP@k).
 
         AP@k = (1 / min(k, |relevant|)) * sum_{r=1..k} P@r * rel_r,   P@r = (1/r) * sum_{j<=r} rel_j
@@ -204,12 +213,12 @@ def map_at_k(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
     rel = _binary_hits(top_items, truth, k)
     ranks = torch.arange(1, k + 1, device=truth.device, dtype=_F64)
     prec_at_r = rel.cumsum(dim=1) / ranks
-    n_rel = _n_relevant(truth)
+    n_rel = _n_relevant(truth, n_relevant)
     ap = (prec_at_r * rel).sum(dim=1) / n_rel.clamp(min=1, max=k)
     return _nan_where_empty(ap, n_rel)
 
 
-def mrr_at_k(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
+def mrr_at_k(top_items: Tensor, truth: Tensor, k: int, n_relevant: Tensor | None = None) -> Tensor:
     """Reciprocal rank@k per user: 1 / r* where r* is the 1-based rank of the first relevant item in
     the top k, 0 if none (computed as max_r rel_r / r). Average over users gives MRR@k.
 
@@ -218,13 +227,13 @@ def mrr_at_k(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
     rel = _binary_hits(top_items, truth, k)
     ranks = torch.arange(1, k + 1, device=truth.device, dtype=_F64)
     rr = (rel / ranks).amax(dim=1)
-    return _nan_where_empty(rr, _n_relevant(truth))
+    return _nan_where_empty(rr, _n_relevant(truth, n_relevant))
 
 
-def hit_rate_at_k(top_items: Tensor, truth: Tensor, k: int) -> Tensor:
+def hit_rate_at_k(top_items: Tensor, truth: Tensor, k: int, n_relevant: Tensor | None = None) -> Tensor:
     """Hit rate@k per user: 1[|relevant ∩ top_k| > 0]. NaN for users with |relevant| = 0."""
     hit = _binary_hits(top_items, truth, k).amax(dim=1)
-    return _nan_where_empty(hit, _n_relevant(truth))
+    return _nan_where_empty(hit, _n_relevant(truth, n_relevant))
 
 
 # ------------------------------------------------------------------------------------------------ AUC
@@ -356,7 +365,7 @@ class RankingMetric(Protocol):
     @property
     def name(self) -> str: ...
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor: ...
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor: ...
 
 
 class _CutoffMixin:
@@ -377,8 +386,8 @@ class Recall(_CutoffMixin):
     def name(self) -> str:
         return f"{'recall' if self.normalized else 'recall_plain'}@{self.k}"
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor:
-        return recall_at_k(top_items, truth, self.k, normalized=self.normalized)
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+        return recall_at_k(top_items, truth, self.k, n_relevant=n_relevant, normalized=self.normalized)
 
 
 @dataclass(frozen=True)
@@ -391,8 +400,8 @@ class Precision(_CutoffMixin):
     def name(self) -> str:
         return f"precision@{self.k}"
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor:
-        return precision_at_k(top_items, truth, self.k)
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+        return precision_at_k(top_items, truth, self.k, n_relevant=n_relevant)
 
 
 @dataclass(frozen=True)
@@ -406,8 +415,8 @@ class NDCG(_CutoffMixin):
     def name(self) -> str:
         return f"{'ndcg_graded' if self.graded else 'ndcg'}@{self.k}"
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor:
-        return ndcg_at_k(top_items, truth, self.k, graded=self.graded)
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+        return ndcg_at_k(top_items, truth, self.k, n_relevant=n_relevant, graded=self.graded)
 
 
 @dataclass(frozen=True)
@@ -420,8 +429,8 @@ class MAP(_CutoffMixin):
     def name(self) -> str:
         return f"map@{self.k}"
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor:
-        return map_at_k(top_items, truth, self.k)
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+        return map_at_k(top_items, truth, self.k, n_relevant=n_relevant)
 
 
 @dataclass(frozen=True)
@@ -434,8 +443,8 @@ class MRR(_CutoffMixin):
     def name(self) -> str:
         return f"mrr@{self.k}"
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor:
-        return mrr_at_k(top_items, truth, self.k)
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+        return mrr_at_k(top_items, truth, self.k, n_relevant=n_relevant)
 
 
 @dataclass(frozen=True)
@@ -448,5 +457,5 @@ class HitRate(_CutoffMixin):
     def name(self) -> str:
         return f"hr@{self.k}"
 
-    def __call__(self, top_items: Tensor, truth: Tensor) -> Tensor:
-        return hit_rate_at_k(top_items, truth, self.k)
+    def __call__(self, top_items: Tensor, truth: Tensor, n_relevant: Tensor | None = None) -> Tensor:
+        return hit_rate_at_k(top_items, truth, self.k, n_relevant=n_relevant)
