@@ -356,54 +356,6 @@ def _sample_negatives(seen: Any, rows: np.ndarray, n_neg: int, rng: np.random.Ge
                 failed_w.append(np.full(len(short), 2 * w, dtype=np.int64))
         pending, pending_w = np.concatenate(failed_rows), np.concatenate(failed_w)
     return out
-    n_seen = np.diff(seen.indptr).astype(np.int64)
-    n_unseen = n_items - n_seen[rows]
-    if (n_unseen < n_neg).any():
-        worst = int(np.argmin(n_unseen))
-        raise ValueError(
-            f"n_negatives={n_neg} is more than the {int(n_unseen[worst])} items that user index "
-            f"{int(rows[worst])} never interacted with"
-        )
-    seen_keys = np.repeat(np.arange(n_users, dtype=np.int64), n_seen) * n_items + seen.indices
-    # width so that a row usually gets enough unseen draws in one go
-    width = np.ceil((n_neg + 3 * np.sqrt(n_neg) + 8) * n_items / n_unseen).astype(np.int64)
-    width = 2 ** np.ceil(np.log2(width)).astype(np.int64)
-
-    def exact(batch: np.ndarray) -> None:
-        for r in batch:
-            pool = np.setdiff1d(np.arange(n_items), seen.indices[seen.indptr[r] : seen.indptr[r + 1]])
-            out[r] = rng.choice(pool, size=n_neg, replace=False)
-
-    pending, pending_w = rows, width
-    while len(pending):
-        too_wide = pending_w > max(n_items // 2, 4 * n_neg)
-        exact(pending[too_wide])
-        pending, pending_w = pending[~too_wide], pending_w[~too_wide]
-        failed_rows: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
-        failed_w: list[np.ndarray] = [np.empty(0, dtype=np.int64)]
-        for w in np.unique(pending_w).tolist():
-            bucket = pending[pending_w == w]
-            chunk = max(1, (1 << 22) // w)
-            for start in range(0, len(bucket), chunk):
-                batch = bucket[start : start + chunk]
-                cand = rng.integers(0, n_items, size=(len(batch), w), dtype=np.int64)
-                keys = (batch[:, None] * n_items + cand).ravel()
-                if len(seen_keys):
-                    at = np.minimum(np.searchsorted(seen_keys, keys), len(seen_keys) - 1)
-                    fresh = seen_keys[at] != keys
-                else:
-                    fresh = np.ones(len(keys), dtype=bool)
-                first = np.zeros(len(keys), dtype=bool)
-                first[np.unique(keys, return_index=True)[1]] = True  # first occurrence in draw order
-                ok = (fresh & first).reshape(len(batch), w)
-                cum = np.cumsum(ok, axis=1)
-                done = cum[:, -1] >= n_neg
-                take = ok[done] & (cum[done] <= n_neg)
-                out[batch[done]] = cand[done][take].reshape(-1, n_neg)
-                failed_rows.append(batch[~done])
-                failed_w.append(np.full(int((~done).sum()), 2 * w, dtype=np.int64))
-        pending, pending_w = np.concatenate(failed_rows), np.concatenate(failed_w)
-    return out
 
 
 # ---------------------------------------------------------------------- temporal
