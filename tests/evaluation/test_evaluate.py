@@ -120,3 +120,17 @@ def test_rating_evaluation():
 def test_auto_batch_size_is_positive_and_bounded():
     bs = auto_batch_size(20_000, torch.device("cpu"))
     assert 1 <= bs <= (1 << 30) // (20_000 * 16)
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("RECFORGE_DATA"), reason="RECFORGE_DATA not set")
+def test_real_model_results_do_not_depend_on_batch_size():
+    from recforge.data.datasets import load_dataset
+    from recforge.data.splits import liang2018
+    from recforge.models.linear import EASE
+
+    split = liang2018(load_dataset("ml-100k", download=False).interactions, heldout_users=100)
+    model = EASE(l2=100.0, device="cpu").fit(split.train)
+    metrics = [NDCG(100), Recall(20), HitRate(5)]
+    results = [evaluate_ranking(model, split.test, metrics, batch_size=bs) for bs in (1, 7, 100_000)]
+    for res in results[1:]:
+        pd.testing.assert_frame_equal(res.per_user, results[0].per_user)
