@@ -1,0 +1,38 @@
+"""Only the Trainer loops over epochs: no model module contains an epoch loop."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import recforge.models
+
+MODELS_DIR = Path(recforge.models.__file__).parent
+
+
+def epoch_loops(source: str) -> list[int]:
+    """Line numbers of ``for``/``while`` loops whose target, iterable or condition names an epoch."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.For):
+            text = ast.unparse(node.target) + " " + ast.unparse(node.iter)
+        elif isinstance(node, ast.While):
+            text = ast.unparse(node.test)
+        else:
+            continue
+        if "epoch" in text.lower():
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_detector_finds_an_epoch_loop():
+    assert epoch_loops("for epoch in range(self.max_epochs):\n    pass\n") == [1]
+    assert epoch_loops("while self.epoch < 3:\n    pass\n") == [1]
+    assert epoch_loops("for batch in self.batches(rng):\n    pass\n") == []
+
+
+def test_no_model_module_has_an_epoch_loop():
+    offenders = {
+        path.name: found for path in sorted(MODELS_DIR.glob("*.py")) if (found := epoch_loops(path.read_text()))
+    }
+    assert offenders == {}, f"epoch loops belong in recforge.training.Trainer: {offenders}"
