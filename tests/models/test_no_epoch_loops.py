@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import recforge.models
@@ -11,16 +12,18 @@ MODELS_DIR = Path(recforge.models.__file__).parent
 
 
 def epoch_loops(source: str) -> list[int]:
-    """Line numbers of ``for``/``while`` loops whose target, iterable or condition names an epoch."""
+    """Line numbers of loops over epochs: a ``for`` whose target names an epoch or whose iterable counts
+    epochs (``max_epochs``, ``n_epochs``, ``num_epochs``), or a ``while`` whose condition names an epoch."""
+    counts_epochs = re.compile(r"\b(max|n|num)_epochs\b")
     lines = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.For):
-            text = ast.unparse(node.target) + " " + ast.unparse(node.iter)
+            found = "epoch" in ast.unparse(node.target).lower() or counts_epochs.search(ast.unparse(node.iter))
         elif isinstance(node, ast.While):
-            text = ast.unparse(node.test)
+            found = "epoch" in ast.unparse(node.test).lower()
         else:
             continue
-        if "epoch" in text.lower():
+        if found:
             lines.append(node.lineno)
     return lines
 
@@ -28,7 +31,9 @@ def epoch_loops(source: str) -> list[int]:
 def test_the_detector_finds_an_epoch_loop():
     assert epoch_loops("for epoch in range(self.max_epochs):\n    pass\n") == [1]
     assert epoch_loops("while self.epoch < 3:\n    pass\n") == [1]
+    assert epoch_loops("for _ in range(self.max_epochs):\n    pass\n") == [1]
     assert epoch_loops("for batch in self.batches(rng):\n    pass\n") == []
+    assert epoch_loops("for _ in range(self.steps_per_epoch):\n    pass\n") == []
 
 
 def test_no_model_module_has_an_epoch_loop():
