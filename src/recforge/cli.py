@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from recforge.analysis.plots import plot_training_curves
 from recforge.data.datasets import DATASETS, dataset_info, load_dataset
 from recforge.data.download import DownloadError
 from recforge.data.ids import UnknownIdError
@@ -217,6 +219,16 @@ def _plain(value: Any) -> Any:
 
 def _lists(rec: list[tuple[Any, float]]) -> dict[str, list[Any]]:
     return {"items": [_plain(i) for i, _ in rec], "scores": [round(s, 6) for _, s in rec]}
+
+
+@app.command()
+def plot(run_dir: Path) -> None:
+    """Write training_curves.png (loss, validation metric, patience) into a run directory."""
+    log = run_dir / "training_log.csv"
+    if not log.is_file():
+        raise FileNotFoundError(f"{run_dir} has no training_log.csv (only trained neural models log epochs)")
+    path = plot_training_curves(pd.read_csv(log), run_dir / "training_curves.png")
+    out.print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------------------------- runs
