@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -99,6 +100,29 @@ def sample_negatives(
     raise RuntimeError(f"could not draw unseen items within {max_rounds} rounds; users are too dense")
 
 
+def pad_sequences(
+    indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, max_length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Left-aligned, zero-padded ``(len(rows) x L)`` block of the sequences ``items[indptr[r]:indptr[r + 1]]``.
+
+    Items are shifted by one (0 is the padding index); a sequence longer than ``max_length`` keeps its
+    ``max_length`` last items (the most recent ones when the sequences are in time order). Returns
+    ``(padded, lengths)``; ``L`` is the longest kept length in the block (at least 1).
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    rows = np.asarray(rows, dtype=np.int64)
+    ends = np.asarray(indptr, dtype=np.int64)[rows + 1]
+    lengths = np.minimum(ends - np.asarray(indptr, dtype=np.int64)[rows], max_length)
+    width = max(int(lengths.max(initial=0)), 1)
+    offsets = np.arange(width)[None, :]
+    take = ends[:, None] - lengths[:, None] + offsets  # the last `length` events, left-aligned
+    mask = offsets < lengths[:, None]
+    items = np.asarray(items, dtype=np.int64)
+    gathered = items[np.where(mask, take, 0)] if len(items) else np.zeros(mask.shape, dtype=np.int64)
+    return np.where(mask, gathered + 1, 0), lengths
+
+
 @dataclass(frozen=True)
 class Sequences:
     """Time-ordered item sequences per user, padded to the longest in the batch (sequential models).
@@ -117,15 +141,75 @@ class Sequences:
     def __call__(self, rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yields ``(users, padded items (b x L) with 0 = padding, lengths)``."""
         starts = np.searchsorted(self.user_idx, np.arange(self.n_users + 1))
-        lengths_all = np.minimum(np.diff(starts), self.max_length)
-        users_all = np.flatnonzero(lengths_all > 0)
+        users_all = np.flatnonzero(np.diff(starts) > 0)
         for block in _row_batches(len(users_all), self.batch_size, rng):
             users = users_all[block]
-            lengths = lengths_all[users]
-            width = int(lengths.max())
-            ends = starts[users + 1]
-            offsets = np.arange(width)[None, :]
-            take = ends[:, None] - lengths[:, None] + offsets  # the last `length` events, left-aligned
-            mask = offsets < lengths[:, None]
-            padded = np.where(mask, self.item_idx[np.where(mask, take, 0)] + 1, 0)
+            padded, lengths = pad_sequences(starts, self.item_idx, users, self.max_length)
             yield users, padded, lengths
+
+
+@dataclass(frozen=True)
+class ConditionedRows:
+    """(user, condition) examples for the conditioned Mult-VAE (Carraro, Polato & Aiolli 2020, arXiv 2004.11141).
+
+    ``item_conditions`` (items x conditions, non-zero where the item satisfies the condition, e.g. its
+    genres) defines the examples: for every user with events, one per condition that at least one of the
+    user's items satisfies, whose target is the user's items satisfying it, and (with
+    ``include_unconditioned``) one unconditioned example (condition ``-1``) whose target is the whole row.
+    Examples are ordered by user then condition (``-1`` first) and shuffled with ``rng``.
+
+    Each batch is ``(users, conditions, rows, targets)``: the examples' user indices, condition indices
+    (``-1``: none), the users' full rows (the encoder input) and the target rows (CSR, same shape).
+    """
+
+    matrix: sp.csr_array
+    item_conditions: sp.csr_array
+    batch_size: int = 500
+    include_unconditioned: bool = True
+
+    def __post_init__(self) -> None:
+        if self.item_conditions.shape[1] < 1:
+            raise ValueError("item_conditions needs at least one condition column")
+        if self.item_conditions.shape[0] != self.matrix.shape[1]:
+            raise ValueError(
+                f"item_conditions has {self.item_conditions.shape[0]} rows, the matrix has {self.matrix.shape[1]} items"
+            )
+
+    @cached_property
+    def _satisfies(self) -> np.ndarray:
+        """Dense bool items x conditions."""
+        return sp.csr_array(self.item_conditions).toarray() != 0
+
+    @cached_property
+    def examples(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(users, conditions)`` of every example, by user then condition (``-1`` = unconditioned)."""
+        binary = sp.csr_array(self.matrix, dtype=np.float32, copy=True)
+        binary.data[:] = 1.0
+        conds = sp.csr_array(self._satisfies.astype(np.float32))
+        user_cond = sp.coo_array(binary @ conds)
+        user_cond.eliminate_zeros()
+        users, conditions = user_cond.row.astype(np.int64), user_cond.col.astype(np.int64)
+        if self.include_unconditioned:
+            active = np.flatnonzero(np.diff(self.matrix.indptr) > 0)
+            users = np.concatenate([active, users])
+            conditions = np.concatenate([np.full(len(active), -1, dtype=np.int64), conditions])
+        order = np.lexsort((conditions, users))
+        return users[order], conditions[order]
+
+    def __len__(self) -> int:
+        return -(-len(self.examples[0]) // self.batch_size)
+
+    def __call__(
+        self, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, sp.csr_array, sp.csr_array]]:
+        users_all, conditions_all = self.examples
+        satisfies = self._satisfies
+        for block in _row_batches(len(users_all), self.batch_size, rng):
+            users, conditions = users_all[block], conditions_all[block]
+            rows = self.matrix[users]
+            row_of = np.repeat(np.arange(len(users)), np.diff(rows.indptr))
+            cond_of = conditions[row_of]
+            keep = (cond_of < 0) | satisfies[rows.indices, np.maximum(cond_of, 0)]
+            indptr = np.r_[0, np.cumsum(np.bincount(row_of[keep], minlength=len(users)))]
+            targets = sp.csr_array((rows.data[keep], rows.indices[keep], indptr), shape=rows.shape)
+            yield users, conditions, rows, targets

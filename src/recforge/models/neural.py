@@ -93,7 +93,7 @@ class TorchRecommender(BaseRecommender):
         self.device_ = resolve_device(self.device)
         self._prepare(train)
         history = History()
-        callbacks: list[Callback] = [history, *self.extra_callbacks()]
+        callbacks: list[Callback] = list(self.extra_callbacks())
         validate = None
         monitor_key = None
         if valid is not None and valid.n_users > 0:
@@ -107,6 +107,7 @@ class TorchRecommender(BaseRecommender):
                 return self.validation_metrics(valid)
 
         callbacks.append(Progress(monitor_key))
+        callbacks.append(history)  # last: it records what the other callbacks add to the logs (beta, patience, ...)
         trainer = Trainer(
             max_epochs=self.max_epochs,
             device=self.device_,

@@ -6,12 +6,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE
 from recforge.models.base import BaseRecommender
 from recforge.models.linear import EASE
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
 
-MODELS: dict[str, type[BaseRecommender]] = {cls.name: cls for cls in (Popularity, ItemKNN, EASE)}
+MODELS: dict[str, type[BaseRecommender]] = {
+    cls.name: cls
+    for cls in (
+        Popularity,
+        ItemKNN,
+        EASE,
+        AE,
+        VAE,
+        MultiDAE,
+        MultiVAE,
+        CMultiVAE,
+        SVAE,
+    )
+}
 
 
 def model_class(name: str) -> type[BaseRecommender]:

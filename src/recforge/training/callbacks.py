@@ -172,20 +172,29 @@ class Progress(Callback):
 
 
 class BetaAnnealing(Callback):
-    """Linear KL-weight schedule of Liang et al. (2018): beta_t = beta * min(1, t / anneal_steps).
+    """Linear KL-weight schedule: beta_t = beta * min(1, t / anneal_steps) (``schedule="scaled"``, default).
 
-    ``t`` counts optimiser updates over the whole training; with ``anneal_steps = 0`` beta is constant.
-    The value is published as ``ctx.values["beta"]`` and logged per epoch.
+    ``schedule="capped"`` is the formula of Liang et al. (2018) as in dawenl/vae_cf:
+    beta_t = min(beta, t / anneal_steps), i.e. the slope is 1 / anneal_steps whatever the cap ``beta``,
+    which is reached after ``beta * anneal_steps`` updates. ``t`` counts optimiser updates over the
+    whole training; with ``anneal_steps = 0`` beta is constant. The value is published as
+    ``ctx.values["beta"]`` and logged per epoch.
     """
 
-    def __init__(self, beta: float = 1.0, anneal_steps: int = 0):
+    def __init__(self, beta: float = 1.0, anneal_steps: int = 0, *, schedule: Literal["scaled", "capped"] = "scaled"):
         if beta < 0 or anneal_steps < 0:
             raise ValueError("beta and anneal_steps must be >= 0")
-        self.beta, self.anneal_steps = beta, anneal_steps
+        if schedule not in ("scaled", "capped"):
+            raise ValueError(f"schedule must be 'scaled' or 'capped', got {schedule!r}")
+        self.beta, self.anneal_steps, self.schedule = beta, anneal_steps, schedule
         self.current = beta if anneal_steps == 0 else 0.0
 
     def value_at(self, step: int) -> float:
-        return self.beta if self.anneal_steps == 0 else self.beta * min(1.0, step / self.anneal_steps)
+        if self.anneal_steps == 0:
+            return self.beta
+        if self.schedule == "capped":
+            return min(self.beta, step / self.anneal_steps)
+        return self.beta * min(1.0, step / self.anneal_steps)
 
     def on_step_start(self, trainer: Trainer, ctx: StepContext) -> None:
         self.current = ctx.values["beta"] = self.value_at(ctx.global_step)
