@@ -9,6 +9,8 @@ from typing import Any
 from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE
 from recforge.models.base import BaseRecommender
 from recforge.models.linear import EASE
+from recforge.models.mf import BiasedMF, ClassicMF, CoFiMF
+from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
 
@@ -24,6 +26,13 @@ MODELS: dict[str, type[BaseRecommender]] = {
         MultiVAE,
         CMultiVAE,
         SVAE,
+        CoFiMF,
+        ClassicMF,
+        BiasedMF,
+        GMF,
+        MLP,
+        NeuMF,
+        HybridNeuMF,
     )
 }
 
