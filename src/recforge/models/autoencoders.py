@@ -39,18 +39,11 @@ from torch import nn
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import ConditionedRows, Sequences, UserRows, pad_sequences
 from recforge.evaluation.ranking import exclude_items_, top_k
-from recforge.metrics import parse_metric
 from recforge.models.base import Recommendation, csr_to_torch
 from recforge.models.linear import Device
-from recforge.models.neural import TorchRecommender
+from recforge.models.neural import Monitor, TorchRecommender
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext
-
-
-def _check_monitor(value: str) -> str:
-    parse_metric(value)  # raises ValueError naming the problem
-    return value
-
 
 PositiveInt = Annotated[int, pydantic.Field(ge=1)]
 HiddenDims = Annotated[tuple[PositiveInt, ...], pydantic.Field(min_length=1)]
@@ -58,7 +51,6 @@ DropoutRate = Annotated[float, pydantic.Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, pydantic.Field(ge=0.0, allow_inf_nan=False)]
 LearningRate = Annotated[float, pydantic.Field(gt=0.0, allow_inf_nan=False)]
 Seed = Annotated[int, pydantic.Field(ge=0)]
-Monitor = Annotated[str, pydantic.AfterValidator(_check_monitor)]
 GradClip = Annotated[float, pydantic.Field(gt=0.0, allow_inf_nan=False)] | None
 
 

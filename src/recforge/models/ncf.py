@@ -57,6 +57,7 @@ from recforge.models.mf import (
     Probability,
     RatingRecommender,
 )
+from recforge.models.neural import Monitor
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:
@@ -77,13 +78,7 @@ def _check_layers(value: tuple[int, ...]) -> tuple[int, ...]:
     return value
 
 
-def _check_monitor(value: str) -> str:
-    parse_metric(value)  # raises ValueError naming the known metrics
-    return value
-
-
 Layers = Annotated[tuple[int, ...], pydantic.AfterValidator(_check_layers)]
-Monitor = Annotated[str, pydantic.AfterValidator(_check_monitor)]
 
 
 # ====================================================================== the network

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
+import pydantic
 import torch
 from torch import nn
 
@@ -37,6 +38,15 @@ from recforge.training.trainer import Losses, StepContext, Trainer, resolve_devi
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
+
+
+def _check_monitor(value: str) -> str:
+    parse_metric(value)  # raises ValueError naming the known metrics
+    return value
+
+
+#: A validation metric name as a hyper-parameter (e.g. ``"ndcg@100"``), checked when the model is built.
+Monitor = Annotated[str, pydantic.AfterValidator(_check_monitor)]
 
 
 class TorchRecommender(BaseRecommender):
