@@ -263,13 +263,13 @@ def test_recommend_for_history_uses_ratings(planted):
     block0 = data.train.items.ids[planted.item_group == 0][:4]
     block1 = data.train.items.ids[planted.item_group == 1][:4]
     items = [*block0, *block1]
-    likes0 = model.recommend_for_history(items, k=5, ratings=[5.0] * 4 + [1.0] * 4)
-    likes1 = model.recommend_for_history(items, k=5, ratings=[1.0] * 4 + [5.0] * 4)
+    likes0 = model.recommend_for_history(items, k=5, values=[5.0] * 4 + [1.0] * 4)
+    likes1 = model.recommend_for_history(items, k=5, values=[1.0] * 4 + [5.0] * 4)
     group = dict(zip(data.train.items.ids.tolist(), planted.item_group.tolist(), strict=True))
     assert np.mean([group[i] == 0 for i, _ in likes0]) >= 0.8
     assert np.mean([group[i] == 1 for i, _ in likes1]) >= 0.8
     with pytest.raises(ValueError, match="ratings"):
-        model.recommend_for_history(items, ratings=[5.0])
+        model.recommend_for_history(items, values=[5.0])
 
 
 def test_early_stopping_on_validation_rmse_keeps_the_best_epoch(planted):

@@ -192,8 +192,8 @@ def test_fold_in_follows_the_ratings(planted, ratings):
     model = GMF(embedding_dim=8, l2=0.01, learning_rate=0.05, max_epochs=30, **COMMON).fit(ratings)
     group = dict(zip(ratings.items.ids.tolist(), planted.item_group.tolist(), strict=True))
     items = [*ratings.items.ids[planted.item_group == 0][:4], *ratings.items.ids[planted.item_group == 2][:4]]
-    likes0 = model.recommend_for_history(items, k=5, ratings=[5.0] * 4 + [1.0] * 4)
-    likes2 = model.recommend_for_history(items, k=5, ratings=[1.0] * 4 + [5.0] * 4)
+    likes0 = model.recommend_for_history(items, k=5, values=[5.0] * 4 + [1.0] * 4)
+    likes2 = model.recommend_for_history(items, k=5, values=[1.0] * 4 + [5.0] * 4)
     assert np.mean([group[i] == 0 for i, _ in likes0]) >= 0.8
     assert np.mean([group[i] == 2 for i, _ in likes2]) >= 0.8
 

@@ -38,8 +38,7 @@ from torch import nn
 
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import ConditionedRows, Sequences, UserRows, pad_sequences
-from recforge.evaluation.ranking import exclude_items_, top_k
-from recforge.models.base import Recommendation, csr_to_torch
+from recforge.models.base import csr_to_torch
 from recforge.models.linear import Device
 from recforge.models.neural import Monitor, TorchRecommender
 from recforge.training.callbacks import BetaAnnealing, Callback
@@ -705,50 +704,16 @@ class CMultiVAE(MultiVAE):
             mu, _ = self.module_.encode(self._rows(history), block, noise=False)
         return mu.float()
 
-    def _rank_conditioned(
-        self, history: sp.csr_array, users: np.ndarray | None, k: int, condition: Any, exclude_seen: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _ranking_scores(self, history: sp.csr_array, users: np.ndarray | None, condition: Any = None) -> torch.Tensor:
+        """Unconditioned scores, or with ``condition`` (a label or labels) only items satisfying it ranked.
+
+        ``recommend``/``recommend_for_history`` pass ``condition=`` through to here.
+        """
+        if condition is None:
+            return self.score(history, users)
         block = np.zeros((history.shape[0], len(self.conditions_)), dtype=np.float32)
         block[:, self.condition_indices(condition)] = 1.0
-        scores = self.score_conditioned(history, block, users)
-        if exclude_seen:
-            exclude_items_(scores, history)
-        return top_k(scores, k)
-
-    def recommend(
-        self,
-        user_ids: Sequence[Any],
-        k: int = 10,
-        *,
-        exclude_seen: bool = True,
-        batch_size: int = 1024,
-        condition: Any = None,
-    ) -> list[Recommendation]:
-        """Top-``k`` for known users; with ``condition`` (label or labels) only items satisfying it are ranked."""
-        if condition is None:
-            return super().recommend(user_ids, k, exclude_seen=exclude_seen, batch_size=batch_size)
-        self.check_fitted()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        users = self.users_.index(list(user_ids))
-        out: list[Recommendation] = []
-        for start in range(0, len(users), batch_size):
-            batch = users[start : start + batch_size]
-            values, indices = self._rank_conditioned(self.history_[batch], batch, k, condition, exclude_seen)
-            out.extend(self._as_recommendations(values, indices))
-        return out
-
-    def recommend_for_history(self, item_ids: Sequence[Any], k: int = 10, *, condition: Any = None) -> Recommendation:
-        """Top-``k`` for a new user; with ``condition`` (label or labels) only items satisfying it are ranked."""
-        if condition is None:
-            return super().recommend_for_history(item_ids, k)
-        self.check_fitted()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        idx = np.unique(self.items_.index(list(item_ids)))
-        row = sp.csr_array((np.ones(len(idx), dtype=np.float32), idx, np.array([0, len(idx)])), shape=(1, self.n_items))
-        values, indices = self._rank_conditioned(row, None, k, condition, True)
-        return self._as_recommendations(values, indices)[0]
+        return self.score_conditioned(history, block, users)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, torch.Tensor]:

@@ -178,13 +178,26 @@ class BaseRecommender(ABC):
         return history
 
     def rank(
-        self, history: sp.csr_array, users: np.ndarray | None, k: int, *, exclude_seen: bool = True
+        self, history: sp.csr_array, users: np.ndarray | None, k: int, *, exclude_seen: bool = True, **options: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-``k`` (scores, item indices) for the rows of ``history``, seen items removed if asked."""
-        scores = self.score(history, users).float()
+        """Top-``k`` (scores, item indices) for the rows of ``history``, seen items removed if asked.
+
+        ``options`` go to :meth:`_ranking_scores` (e.g. C-VAE's ``condition``).
+        """
+        scores = self._ranking_scores(history, users, **options).float()
         if exclude_seen:
             exclude_items_(scores, history)
         return top_k(scores, k)
+
+    def _ranking_scores(self, history: sp.csr_array, users: np.ndarray | None, **options: Any) -> torch.Tensor:
+        """The scores ``rank`` orders; models with ranking options (e.g. a condition) override this."""
+        if options:
+            raise TypeError(f"{type(self).__name__} takes no ranking options, got {sorted(options)}")
+        return self.score(history, users)
+
+    def _default_history_value(self) -> float:
+        """The value of a new user's history item when none is given (rating models: a high rating)."""
+        return 1.0
 
     def recommend(
         self,
@@ -193,6 +206,7 @@ class BaseRecommender(ABC):
         *,
         exclude_seen: bool = True,
         batch_size: int = 1024,
+        **options: Any,
     ) -> list[Recommendation]:
         """Top-``k`` ``(item_id, score)`` lists for known users (raw ids), best first."""
         self.check_fitted()
@@ -202,19 +216,32 @@ class BaseRecommender(ABC):
         out: list[Recommendation] = []
         for start in range(0, len(users), batch_size):
             batch = users[start : start + batch_size]
-            values, indices = self.rank(self.history_[batch], batch, k, exclude_seen=exclude_seen)
+            values, indices = self.rank(self.history_[batch], batch, k, exclude_seen=exclude_seen, **options)
             out.extend(self._as_recommendations(values, indices))
         return out
 
-    def recommend_for_history(self, item_ids: Sequence[Any], k: int = 10) -> Recommendation:
-        """Top-``k`` ``(item_id, score)`` for a new user who interacted with ``item_ids`` (no retraining)."""
+    def recommend_for_history(
+        self, item_ids: Sequence[Any], k: int = 10, *, values: Sequence[float] | None = None, **options: Any
+    ) -> Recommendation:
+        """Top-``k`` ``(item_id, score)`` for a new user who interacted with ``item_ids`` (no retraining).
+
+        ``values`` are the user's ratings or weights of ``item_ids`` (one each; for a repeated item the
+        last counts); without them every item gets :meth:`_default_history_value`.
+        """
         self.check_fitted()
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        idx = np.unique(self.items_.index(list(item_ids)))
-        row = sp.csr_array((np.ones(len(idx), dtype=np.float32), idx, np.array([0, len(idx)])), shape=(1, self.n_items))
-        values, indices = self.rank(row, None, k)
-        return self._as_recommendations(values, indices)[0]
+        idx = self.items_.index(list(item_ids))
+        if values is None:
+            weights = np.full(len(idx), self._default_history_value(), dtype=np.float32)
+        else:
+            weights = np.asarray(values, dtype=np.float32)
+            if weights.shape != idx.shape:
+                raise ValueError(f"{len(weights)} values (ratings or weights) for {len(idx)} items")
+        uniq, last = np.unique(idx[::-1], return_index=True)
+        row = sp.csr_array((weights[::-1][last], uniq, np.array([0, len(uniq)])), shape=(1, self.n_items))
+        top_values, top_indices = self.rank(row, None, k, **options)
+        return self._as_recommendations(top_values, top_indices)[0]
 
     def _as_recommendations(self, values: torch.Tensor, indices: torch.Tensor) -> list[Recommendation]:
         values_np, indices_np = values.cpu().numpy(), indices.cpu().numpy()

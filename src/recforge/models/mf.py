@@ -36,7 +36,6 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import RatingTriples
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.metrics.rating import MAE, RMSE
-from recforge.models.base import Recommendation
 from recforge.models.linear import Device
 from recforge.models.neural import TorchRecommender
 from recforge.training.trainer import Losses, StepContext
@@ -122,7 +121,7 @@ class RatingRecommender(TorchRecommender):
     * validation: RMSE and MAE of :func:`evaluate_ratings` on the ``valid`` part; the RMSE drives early stopping
       and the best checkpoint (``monitor_mode = "min"``);
     * ``predict`` / ``predict_indices``: predicted ratings, clipped to the training range when ``clip``;
-    * ``recommend_for_history(item_ids, k, ratings=...)``: a new user given with ratings.
+    * ``recommend_for_history(item_ids, k, values=...)``: a new user given with their ratings.
 
     Subclasses supply the module and :meth:`_pair_predictions` (raw predictions of index pairs, as tensors).
     """
@@ -210,29 +209,9 @@ class RatingRecommender(TorchRecommender):
             raise ValueError(f"{len(users)} user ids for {len(items)} item ids")
         return self.predict_indices(users, items).numpy()
 
-    def recommend_for_history(
-        self, item_ids: Sequence[Any], k: int = 10, *, ratings: Sequence[float] | None = None
-    ) -> Recommendation:
-        """Top-``k`` ``(item_id, score)`` for a new user who rated ``item_ids`` (no retraining).
-
-        ``ratings`` are the user's ratings of ``item_ids`` (one each; for a repeated item the last counts);
-        without them the items are taken as liked: rated at the top of the training rating scale.
-        """
-        self.check_fitted()
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        idx = self.items_.index(list(item_ids))
-        if ratings is None:
-            values = np.full(len(idx), self.rating_stats_["high"], dtype=np.float32)
-        else:
-            values = np.asarray(ratings, dtype=np.float32)
-            if values.shape != idx.shape:
-                raise ValueError(f"{len(values)} ratings for {len(idx)} items")
-        uniq, last = np.unique(idx[::-1], return_index=True)
-        data = values[::-1][last]
-        row = sp.csr_array((data, uniq, np.array([0, len(uniq)])), shape=(1, self.n_items))
-        top_values, top_indices = self.rank(row, None, k)
-        return self._as_recommendations(top_values, top_indices)[0]
+    def _default_history_value(self) -> float:
+        """A new user's items without ratings count as liked: the top of the training rating scale."""
+        return float(self.rating_stats_["high"])
 
     # ------------------------------------------------------------------ persistence
     def _state_info(self) -> dict[str, Any]:
