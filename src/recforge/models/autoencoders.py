@@ -391,10 +391,7 @@ class AE(_RowAutoencoder):
         device: Device = "auto",
         seed: Seed = 0,
     ):
-        self.hidden_dims, self.dropout, self.l2 = hidden_dims, dropout, l2
-        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
-        self.patience, self.monitor, self.grad_clip = patience, monitor, grad_clip
-        self.checkpoint_dir, self.device, self.seed = checkpoint_dir, device, seed
+        self._store_params(locals())
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return squared_error(logits, target)
@@ -434,16 +431,7 @@ class VAE(_RowAutoencoder):
         device: Device = "auto",
         seed: Seed = 0,
     ):
-        self.hidden_dims, self.dropout, self.beta, self.anneal_steps, self.l2 = (
-            hidden_dims,
-            dropout,
-            beta,
-            anneal_steps,
-            l2,
-        )
-        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
-        self.patience, self.monitor, self.grad_clip = patience, monitor, grad_clip
-        self.checkpoint_dir, self.device, self.seed = checkpoint_dir, device, seed
+        self._store_params(locals())
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return bernoulli_nll(logits, target)
@@ -480,10 +468,7 @@ class MultiDAE(_RowAutoencoder):
         device: Device = "auto",
         seed: Seed = 0,
     ):
-        self.hidden_dims, self.dropout, self.l2 = hidden_dims, dropout, l2
-        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
-        self.patience, self.monitor, self.grad_clip = patience, monitor, grad_clip
-        self.checkpoint_dir, self.device, self.seed = checkpoint_dir, device, seed
+        self._store_params(locals())
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return multinomial_nll(logits, target)
@@ -529,16 +514,7 @@ class MultiVAE(_RowAutoencoder):
         device: Device = "auto",
         seed: Seed = 0,
     ):
-        self.hidden_dims, self.dropout, self.beta, self.anneal_steps, self.l2 = (
-            hidden_dims,
-            dropout,
-            beta,
-            anneal_steps,
-            l2,
-        )
-        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
-        self.patience, self.monitor, self.grad_clip = patience, monitor, grad_clip
-        self.checkpoint_dir, self.device, self.seed = checkpoint_dir, device, seed
+        self._store_params(locals())
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return multinomial_nll(logits, target)
@@ -827,22 +803,7 @@ class SVAE(TorchRecommender):
         device: Device = "auto",
         seed: Seed = 0,
     ):
-        self.embedding_dim, self.rnn_dim, self.hidden_dim, self.latent_dim = (
-            embedding_dim,
-            rnn_dim,
-            hidden_dim,
-            latent_dim,
-        )
-        self.next_k, self.max_length, self.beta, self.anneal_steps, self.l2 = (
-            next_k,
-            max_length,
-            beta,
-            anneal_steps,
-            l2,
-        )
-        self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
-        self.patience, self.monitor, self.grad_clip = patience, monitor, grad_clip
-        self.checkpoint_dir, self.device, self.seed = checkpoint_dir, device, seed
+        self._store_params(locals())
 
     # ------------------------------------------------------------------ training
     def _prepare(self, train: Interactions) -> None:

@@ -117,6 +117,15 @@ class BaseRecommender(ABC):
                 raise InvalidParameterError(f"{cls.name or cls.__name__}.{key}={value!r}: {msg}", key) from None
         return out
 
+    def _store_params(self, arguments: dict[str, Any]) -> None:
+        """Store the hyper-parameters found in an ``__init__``'s ``locals()`` under their own names (sklearn rule).
+
+        A subclass that adds parameters stores its own after calling its parent's ``__init__``.
+        """
+        for name in self.param_specs():
+            if name in arguments:
+                setattr(self, name, arguments[name])
+
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters as given to ``__init__``."""
         return {n: getattr(self, n) for n in self.param_specs()}

@@ -145,8 +145,7 @@ class EASE(BaseRecommender):
         l2: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] = 500.0,
         device: Device = "auto",
     ):
-        self.l2 = l2
-        self.device = device
+        self._store_params(locals())
 
     def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
         device = resolve_device(self.device)

@@ -314,16 +314,7 @@ class CoFiMF(RatingRecommender):
         device: Device = "auto",
         seed: int = 0,
     ):
-        self.embedding_dim = embedding_dim
-        self.l2 = l2
-        self.mean_normalization = mean_normalization
-        self.learning_rate = learning_rate
-        self.max_epochs = max_epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.patience = patience
-        self.clip = clip
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
 
     def _prepare(self, train: Interactions) -> None:
         _ratings_of(train, "CoFiMF")
@@ -514,18 +505,7 @@ class _FactorMF(RatingRecommender):
         device: Device = "auto",
         seed: int = 0,
     ):
-        self.embedding_dim = embedding_dim
-        self.l2 = l2
-        self.bias_l2 = bias_l2
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.optimizer = optimizer
-        self.init_std = init_std
-        self.clip = clip
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
 
     def _prepare(self, train: Interactions) -> None:
         _ratings_of(train, type(self).__name__)

@@ -402,20 +402,7 @@ class GMF(_NCF):
         device: Device = "auto",
         seed: int = 0,
     ):
-        self.embedding_dim = embedding_dim
-        self.loss = loss
-        self.n_negatives = n_negatives
-        self.l2 = l2
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.monitor = monitor
-        self.optimizer = optimizer
-        self.fold_in_steps = fold_in_steps
-        self.clip = clip
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
 
 
 class MLP(_NCF):
@@ -454,21 +441,7 @@ class MLP(_NCF):
         device: Device = "auto",
         seed: int = 0,
     ):
-        self.layers = layers
-        self.dropout = dropout
-        self.loss = loss
-        self.n_negatives = n_negatives
-        self.l2 = l2
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.monitor = monitor
-        self.optimizer = optimizer
-        self.fold_in_steps = fold_in_steps
-        self.clip = clip
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
 
 
 class NeuMF(_NCF):
@@ -510,22 +483,7 @@ class NeuMF(_NCF):
         device: Device = "auto",
         seed: int = 0,
     ):
-        self.embedding_dim = embedding_dim
-        self.layers = layers
-        self.dropout = dropout
-        self.loss = loss
-        self.n_negatives = n_negatives
-        self.l2 = l2
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.patience = patience
-        self.monitor = monitor
-        self.optimizer = optimizer
-        self.fold_in_steps = fold_in_steps
-        self.clip = clip
-        self.device = device
-        self.seed = seed
+        self._store_params(locals())
 
     @classmethod
     def from_pretrained(cls, gmf: GMF, mlp: MLP, *, alpha: float = 0.5, **params: Any) -> Self:

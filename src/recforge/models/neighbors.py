@@ -91,9 +91,7 @@ class ItemKNN(BaseRecommender):
         shrinkage: Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)] = 10.0,
         binarize: bool = False,
     ):
-        self.n_neighbors = n_neighbors
-        self.shrinkage = shrinkage
-        self.binarize = binarize
+        self._store_params(locals())
 
     def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
         matrix = train.binary if self.binarize else train.matrix
