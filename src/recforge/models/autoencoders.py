@@ -38,8 +38,7 @@ from torch import nn
 
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import ConditionedRows, Sequences, UserRows, pad_sequences
-from recforge.models.base import csr_to_torch
-from recforge.models.linear import Device
+from recforge.models.base import Device, csr_to_torch
 from recforge.models.neural import Monitor, TorchRecommender
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext

@@ -18,7 +18,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pydantic
@@ -34,6 +34,19 @@ if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
 
 FORMAT_VERSION = 1
+
+
+def _check_device(value: str) -> str:
+    if value != "auto":
+        try:
+            torch.device(value)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"not a torch device: {exc}") from None
+    return value
+
+
+Device = Annotated[str, pydantic.AfterValidator(_check_device)]
+"""A ``device`` hyper-parameter: ``"auto"`` (CUDA, then MPS, then CPU) or any string :class:`torch.device` takes."""
 
 
 class NotFittedError(RuntimeError):

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from recforge.data.interactions import Interactions
-from recforge.models.base import BaseRecommender, csr_to_torch
+from recforge.models.base import BaseRecommender, Device, csr_to_torch
 from recforge.training.trainer import resolve_device
 
 if TYPE_CHECKING:
@@ -102,18 +102,6 @@ def dense_item_gram(matrix: sp.csr_array, device: torch.device, *, n_threads: in
     for _ in map_blocks(n, gram_block_rows(n), fill, n_threads=n_threads):
         pass
     return gram
-
-
-def _check_device(value: str) -> str:
-    if value != "auto":
-        try:
-            torch.device(value)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"not a torch device: {exc}") from None
-    return value
-
-
-Device = Annotated[str, pydantic.AfterValidator(_check_device)]
 
 
 class EASE(BaseRecommender):

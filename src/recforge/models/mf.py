@@ -36,7 +36,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import RatingTriples
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.metrics.rating import MAE, RMSE
-from recforge.models.linear import Device
+from recforge.models.base import Device
 from recforge.models.neural import TorchRecommender
 from recforge.training.trainer import Losses, StepContext
 

@@ -46,7 +46,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import sample_negatives
 from recforge.evaluation.evaluate import evaluate_ranking, evaluate_sampled
 from recforge.metrics import parse_metric
-from recforge.models.linear import Device
+from recforge.models.base import Device
 from recforge.models.mf import (
     PAIR_CHUNK,
     NonNegativeFloat,
