@@ -443,9 +443,10 @@ class MultiDAE(_RowAutoencoder):
               + \frac{\text{l2}}{\text{batch\_size}}\sum_W \lVert W\rVert_F^2,
               \qquad \tilde{x}_u = \operatorname{dropout}_p\bigl(x_u / \lVert x_u\rVert_2\bigr)
 
-    ``f``: [I-600-200-600-I] by default (``hidden_dims=(600, 200)``), tanh after every layer but the
-    output. ``l2 = 0.01`` with ``batch_size = 500`` is vae_cf's ``lam = 0.01 / batch_size`` (the weight
-    matrices only; biases are not penalised). Adam at 1e-3.
+    ``f``: [I-200-I] by default (``hidden_dims=(200,)``, the architecture of Liang et al.'s reference code,
+    dawenl/vae_cf, for Mult-DAE: one tanh hidden layer, linear output). ``l2 = 0.01`` with
+    ``batch_size = 500`` is vae_cf's ``lam = 0.01 / batch_size`` (the weight matrices only; biases are not
+    penalised). Adam at 1e-3.
     """
 
     name: ClassVar[str] = "multidae"
@@ -454,7 +455,7 @@ class MultiDAE(_RowAutoencoder):
     def __init__(
         self,
         *,
-        hidden_dims: HiddenDims = (600, 200),
+        hidden_dims: HiddenDims = (200,),
         dropout: DropoutRate = 0.5,
         l2: NonNegative = 0.01,
         max_epochs: PositiveInt = 200,
