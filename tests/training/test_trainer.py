@@ -147,3 +147,40 @@ def test_bfloat16_autocast_on_cpu_runs():
 def test_invalid_arguments():
     with pytest.raises(ValueError, match="max_epochs"):
         Trainer(max_epochs=0)
+
+
+class NoisyLeastSquares(Regression):
+    """An optimiser-free task: each batch moves the weights by a hand-computed gradient step, plus noise from the
+    torch RNG (a stand-in for a Gibbs sweep or an alternating least-squares step)."""
+
+    def configure_optimizers(self, module):
+        return []
+
+    def training_step(self, module, batch, ctx):
+        x, y = batch
+        assert not torch.is_grad_enabled()
+        linear = module[1]
+        residual = x @ linear.weight[0] + linear.bias - y
+        linear.weight.sub_(0.1 * (residual @ x) / len(y) + 1e-3 * torch.randn_like(linear.weight))
+        linear.bias.sub_(0.1 * residual.mean())
+        return {"mse": residual.square().mean()}
+
+
+def test_optimiser_free_task_updates_itself_seeded_and_resumable(tmp_path):
+    task = NoisyLeastSquares()
+    history = History()
+    with torch.no_grad():
+        start_mse = validate_mse(task)(task.build_module())["mse"]
+    full = Trainer(max_epochs=5, seed=3, callbacks=[history], validate=validate_mse(task), device="cpu").fit(task)
+    assert history.column("valid_mse")[-1] < 1e-3 * start_mse
+    assert "train_mse" in history.epochs[0]
+    assert torch.equal(weights(full), weights(Trainer(max_epochs=5, seed=3, device="cpu").fit(NoisyLeastSquares())))
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(max_epochs=5, seed=3, callbacks=[Interrupt(at_epoch=2)], device="cpu", checkpoint_dir=tmp_path).fit(
+            NoisyLeastSquares()
+        )
+    resumed = Trainer(
+        max_epochs=5, seed=3, callbacks=[Interrupt(at_epoch=-1)], device="cpu", checkpoint_dir=tmp_path
+    ).fit(NoisyLeastSquares())
+    assert torch.equal(weights(full), weights(resumed))

@@ -5,6 +5,11 @@ what one step's loss is. The Trainer owns everything else: the device, seeding, 
 precision, gradient clipping, several optimisers stepped in turn (GAN-style alternation),
 per-epoch validation through an injected callable, callbacks, and resumable checkpoints.
 
+A task with no optimiser (``configure_optimizers`` returns an empty list) updates its module itself
+in ``training_step`` -- a Gibbs sweep, an alternating least-squares half-step -- and returns figures
+to log; the Trainer runs such steps without gradients and gives them the same seeding, validation,
+callbacks and checkpoints.
+
 Seeding is per epoch (``seed`` and the epoch number fix the batch order and the torch RNG), so
 an interrupted run resumed from its last checkpoint ends with the same weights as an
 uninterrupted one.
@@ -110,8 +115,6 @@ class Trainer:
         """Train ``module`` (default: ``task.build_module()``) in place and return it."""
         module = (module if module is not None else task.build_module()).to(self.device)
         optimizers = list(task.configure_optimizers(module))
-        if not optimizers:
-            raise ValueError("configure_optimizers returned no optimiser")
         scaler = torch.amp.GradScaler(enabled=self.amp and self.device.type == "cuda")
         self.module, self.optimizers = module, optimizers
         start_epoch = self._resume(module, optimizers, scaler)
@@ -127,6 +130,14 @@ class Trainer:
             sums: dict[str, float] = {}
             n_batches = 0
             for batch in task.batches(rng, self.device):
+                if not optimizers:
+                    ctx.optimizer_index, ctx.global_step = 0, self.global_step
+                    for cb in self.callbacks:
+                        cb.on_step_start(self, ctx)
+                    with torch.no_grad():
+                        out = task.training_step(module, batch, ctx)
+                    for name, value in (out if isinstance(out, dict) else {"loss": out}).items():
+                        sums[name] = sums.get(name, 0.0) + float(value)
                 for index, optimizer in enumerate(optimizers):
                     ctx.optimizer_index, ctx.global_step = index, self.global_step
                     for cb in self.callbacks:
