@@ -82,6 +82,18 @@ class TestBiasedMFContract(ExplicitContract):
         return BiasedMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25, device="cpu")
 
 
+class TestBiasedMFGibbsContract(ExplicitContract):
+    invalid_params = (*INVALID, {"inference": "variational"}, {"burn_in": -1})
+
+    def make_model(self) -> BiasedMF:
+        return BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0, device="cpu")
+
+
+class TestClassicMFGibbsContract(ExplicitContract):
+    def make_model(self) -> ClassicMF:
+        return ClassicMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0, device="cpu")
+
+
 # ---------------------------------------------------------------------- small hand-made data
 @pytest.fixture
 def tiny() -> Interactions:

@@ -79,15 +79,21 @@ class Recommender(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-def csr_to_torch(matrix: sp.csr_array, device: torch.device | str = "cpu", *, dense: bool = False) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR (or dense) float32 tensor on ``device``."""
+def csr_to_torch(
+    matrix: sp.csr_array,
+    device: torch.device | str = "cpu",
+    *,
+    dense: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A scipy CSR matrix as a torch sparse CSR (or dense) tensor of ``dtype`` on ``device``."""
     matrix = sp.csr_array(matrix)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         t = torch.sparse_csr_tensor(
             torch.from_numpy(matrix.indptr.astype(np.int64)),
             torch.from_numpy(matrix.indices.astype(np.int64)),
-            torch.from_numpy(matrix.data.astype(np.float32)),
+            torch.from_numpy(matrix.data).to(dtype),
             size=matrix.shape,
             check_invariants=False,  # built from a valid scipy CSR
         )

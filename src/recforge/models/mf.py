@@ -12,6 +12,9 @@ They share :class:`RatingRecommender`, the half every rating model of recforge (
 on the validation RMSE, and ``recommend_for_history`` with ratings. Ranking uses the predicted rating
 (unclipped) as the score.
 
+``inference="gibbs"`` fits ClassicMF and BiasedMF by Gibbs sampling of their Bayesian version instead
+(:mod:`recforge.models.gibbs`; each Trainer epoch is one sweep, the prediction is the posterior mean).
+
 **New users** (``score(history, users=None)``) are folded in by solving, for every history row at once, the
 regularised least-squares problem of the training objective for the user's own parameters (vector and bias)
 against the fixed item parameters (:func:`solve_ridge_rows`: one batched ``torch.linalg.solve``). The values of
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -36,6 +40,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import RatingTriples
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.metrics.rating import MAE, RMSE
+from recforge.models import gibbs
 from recforge.models.base import Device
 from recforge.models.neural import TorchRecommender
 from recforge.training.trainer import Losses, StepContext
@@ -52,6 +57,7 @@ NonNegativeFloat = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
 Probability = Annotated[float, pydantic.Field(ge=0, lt=1, allow_inf_nan=False)]
 Optimizer = Literal["adam", "sgd"]
 FactorOptimizer = Literal["adam", "sparse_adam", "sgd"]
+Inference = Literal["map", "gibbs"]
 
 #: (user, item) pairs per forward pass when predicting or scoring many pairs at once.
 PAIR_CHUNK = 1 << 20
@@ -452,6 +458,122 @@ class _FactorModule(nn.Module):
         return loss, mse
 
 
+class _SampledFactorModule(_FactorModule):
+    r"""The posterior-mean predictor of Gibbs-sampled factors (:mod:`recforge.models.gibbs`), and the sampler's state.
+
+    After ``n`` kept samples the biases are their averages and the factor tables hold the samples side by side
+    (``embedding_dim`` columns each), scaled by :math:`1/\sqrt n`, so that
+    :math:`U_u \cdot I_i = \frac1n \sum_s p^s_u \cdot q^s_i`: prediction, scoring and saving are those of the
+    point-estimate module. During burn-in the tables hold the current sample. The buffers keep the chain's state
+    (rows ``[b, p]`` in float64, the noise precision ``alpha``, the user hyper-parameters for fold-in), so that
+    a checkpoint resumes the chain exactly.
+    """
+
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, n_slots: int, *, biases: bool, mean: float, init_std: float
+    ):
+        super().__init__(n_users, n_items, dim * n_slots, biases=biases, mean=mean, init_std=1.0, sparse=False)
+        self.dim, self.n_slots = dim, n_slots
+        for table in (self.user_factors, self.item_factors):
+            nn.init.zeros_(table.weight)
+        width = dim + int(biases)
+        self.register_buffer("user_rows", init_std * torch.randn(n_users, width, dtype=torch.float64))
+        self.register_buffer("item_rows", init_std * torch.randn(n_items, width, dtype=torch.float64))
+        self.register_buffer("alpha", torch.tensor(1.0, dtype=torch.float64))
+        self.register_buffer("user_prior_mean", torch.zeros(width, dtype=torch.float64))
+        self.register_buffer("user_prior_precision", torch.eye(width, dtype=torch.float64))
+        self.register_buffer("n_kept", torch.tensor(0))
+
+    @torch.no_grad()
+    def sweep(self, data: _GibbsData, *, keep: bool) -> dict[str, float]:
+        """One Gibbs sweep; ``keep`` adds the new sample to the average (after burn-in)."""
+        alpha = float(self.alpha)
+        item_mean, item_precision = gibbs.sample_normal_wishart(self.item_rows)
+        user_mean, user_precision = gibbs.sample_normal_wishart(self.user_rows)
+        self.user_rows.copy_(
+            gibbs.sample_rows(data.by_user, self.item_rows, self.biases, user_mean, user_precision, alpha)
+        )
+        self.item_rows.copy_(
+            gibbs.sample_rows(data.by_item, self.user_rows, self.biases, item_mean, item_precision, alpha)
+        )
+        sse = self._squared_error(data)
+        self.alpha.fill_(gibbs.sample_alpha(sse, len(data.centred)))
+        self.user_prior_mean.copy_(user_mean)
+        self.user_prior_precision.copy_(user_precision)
+        self._record(keep)
+        return {"rmse": (sse / len(data.centred)) ** 0.5, "alpha": float(self.alpha)}
+
+    def _squared_error(self, data: _GibbsData) -> float:
+        z, other_bias = gibbs.features(self.item_rows, self.biases)
+        sse = 0.0
+        for start in range(0, len(data.centred), PAIR_CHUNK):
+            sl = slice(start, start + PAIR_CHUNK)
+            users, items = data.users[sl], data.items[sl]
+            pred = torch.einsum("bd,bd->b", self.user_rows[users], z[items])
+            if other_bias is not None:
+                pred += other_bias[items]
+            sse += float((data.centred[sl] - pred).square().sum())
+        return sse
+
+    @torch.no_grad()
+    def _record(self, keep: bool) -> None:
+        k = self.dim
+        if keep:
+            self.n_kept += 1
+        n = max(int(self.n_kept), 1)
+        users, items = self.user_factors.weight, self.item_factors.weight
+        if keep and n > 1:
+            scale = ((n - 1) / n) ** 0.5
+            users[:, : (n - 1) * k] *= scale
+            items[:, : (n - 1) * k] *= scale
+        offset = int(self.biases)
+        users[:, (n - 1) * k : n * k] = self.user_rows[:, offset:] / n**0.5
+        items[:, (n - 1) * k : n * k] = self.item_rows[:, offset:] / n**0.5
+        if self.biases:
+            for table, rows in ((self.user_bias, self.user_rows), (self.item_bias, self.item_rows)):
+                table.weight[:, 0] = table.weight[:, 0] * (n - 1) / n + rows[:, 0] / n
+
+    @torch.no_grad()
+    def fold_in(self, history: sp.csr_array, mean: float) -> torch.Tensor:
+        """Scores of new users: per kept sample, the posterior mean of the user's row given that sample's item
+        factors (and the averaged item biases), then averaged over samples."""
+        device = self.user_rows.device
+        n = max(int(self.n_kept), 1)
+        centred = sp.csr_array(history, dtype=np.float64, copy=True)
+        centred.data -= mean
+        blocks = gibbs.RatingBlocks.build(centred, self.user_rows.shape[1], device)
+        item_bias = self.item_bias.weight[:, :1].double() if self.biases else None
+        scores = torch.zeros((history.shape[0], self.item_factors.num_embeddings), dtype=torch.float64, device=device)
+        for s in range(n):
+            factors = self.item_factors.weight[:, s * self.dim : (s + 1) * self.dim].double() * n**0.5
+            item_rows = torch.cat([item_bias, factors], dim=1) if item_bias is not None else factors
+            rows = gibbs.sample_rows(
+                blocks,
+                item_rows,
+                self.biases,
+                self.user_prior_mean,
+                self.user_prior_precision,
+                float(self.alpha),
+                draw=False,
+            )
+            z, other_bias = gibbs.features(item_rows, self.biases)
+            scores += rows @ z.T
+            if other_bias is not None:
+                scores += other_bias[None, :]
+        return (scores / n + mean).float()
+
+
+@dataclass
+class _GibbsData:
+    """The training ratings as a Gibbs sweep reads them: row blocks per side and the centred events."""
+
+    by_user: gibbs.RatingBlocks
+    by_item: gibbs.RatingBlocks
+    users: torch.Tensor
+    items: torch.Tensor
+    centred: torch.Tensor
+
+
 class _DotLoss(torch.autograd.Function):
     r"""The batch loss :math:`\frac1B \sum_b (p_b \cdot q_b + o_b - r_b)^2
     + \frac{\lambda}{B} \sum_b (\lVert p_b \rVert^2 + \lVert q_b \rVert^2)`
@@ -485,7 +607,7 @@ class _DotLoss(torch.autograd.Function):
 
 
 class _FactorMF(RatingRecommender):
-    """Shared implementation of ClassicMF and BiasedMF (mini-batch training, ridge fold-in)."""
+    """Shared implementation of ClassicMF and BiasedMF (mini-batch MAP training or Gibbs sampling, fold-in)."""
 
     _biases: ClassVar[bool] = True
 
@@ -500,6 +622,8 @@ class _FactorMF(RatingRecommender):
         max_epochs: PositiveInt = 100,
         patience: NonNegativeInt = 5,
         optimizer: FactorOptimizer = "adam",
+        inference: Inference = "map",
+        burn_in: NonNegativeInt = 50,
         init_std: PositiveFloat = 0.1,
         clip: bool = True,
         device: Device = "auto",
@@ -507,15 +631,47 @@ class _FactorMF(RatingRecommender):
     ):
         self._store_params(locals())
 
+    @property
+    def _gibbs(self) -> bool:
+        return self.inference == "gibbs"
+
     def _prepare(self, train: Interactions) -> None:
         _ratings_of(train, type(self).__name__)
+        if self._gibbs and self.burn_in >= self.max_epochs:
+            raise ValueError(
+                f"{type(self).__name__}: burn_in ({self.burn_in}) must be smaller than max_epochs ({self.max_epochs}),"
+                " the number of Gibbs sweeps"
+            )
         super()._prepare(train)
+        if self._gibbs:
+            mean = self.rating_stats_["mean"]
+            centred = np.asarray(train.values, dtype=np.float64) - mean
+            shape = (len(train.users), len(train.items))
+            by_user = sp.csr_array((centred, (train.user_idx, train.item_idx)), shape=shape)
+            width = self.embedding_dim + int(self._biases)
+            self.gibbs_data_ = _GibbsData(
+                by_user=gibbs.RatingBlocks.build(by_user, width, self.device_),
+                by_item=gibbs.RatingBlocks.build(sp.csr_array(by_user.T), width, self.device_),
+                users=torch.from_numpy(np.asarray(train.user_idx, dtype=np.int64)).to(self.device_),
+                items=torch.from_numpy(np.asarray(train.item_idx, dtype=np.int64)).to(self.device_),
+                centred=torch.from_numpy(centred).to(self.device_),
+            )
+
+    def _release(self) -> None:
+        super()._release()
+        self.__dict__.pop("gibbs_data_", None)
 
     def build_module(self) -> nn.Module:
         mean = getattr(self, "rating_stats_", {"mean": 0.0})["mean"]
+        n_users, n_items = len(self.users_), len(self.items_)
+        if self._gibbs:
+            n_slots = self.max_epochs - self.burn_in
+            return _SampledFactorModule(
+                n_users, n_items, self.embedding_dim, n_slots, biases=self._biases, mean=mean, init_std=self.init_std
+            )
         return _FactorModule(
-            len(self.users_),
-            len(self.items_),
+            n_users,
+            n_items,
             self.embedding_dim,
             biases=self._biases,
             mean=mean,
@@ -525,12 +681,28 @@ class _FactorMF(RatingRecommender):
 
     def configure_optimizers(self, module: nn.Module) -> Sequence[torch.optim.Optimizer]:
         """``adam``: Adam on dense gradients; ``sparse_adam``: lazy Adam on sparse gradients (only the batch's rows
-        are updated); ``sgd``: plain SGD on sparse gradients. The L2 penalty is part of the loss."""
+        are updated); ``sgd``: plain SGD on sparse gradients. The L2 penalty is part of the loss. None for
+        ``inference="gibbs"``: a sweep updates the module itself."""
+        if self._gibbs:
+            return []
         if self.optimizer == "sparse_adam":
             return [torch.optim.SparseAdam(list(module.parameters()), lr=self.learning_rate)]
         return super().configure_optimizers(module)
 
+    def batches(self, rng: np.random.Generator, device: torch.device) -> Iterator[Any]:
+        if self._gibbs:
+            yield None  # one Gibbs sweep per epoch
+            return
+        yield from super().batches(rng, device)
+
+    def early_stopping_patience(self) -> int | None:
+        """None for Gibbs sampling: the chain runs all ``max_epochs`` sweeps (the best average is kept)."""
+        return None if self._gibbs else self.patience
+
     def training_step(self, module: nn.Module, batch: Any, ctx: StepContext) -> Losses:
+        if isinstance(module, _SampledFactorModule):
+            values = module.sweep(self.gibbs_data_, keep=ctx.epoch >= self.burn_in)
+            return {name: torch.tensor(value) for name, value in values.items()}
         users, items, ratings = batch
         assert isinstance(module, _FactorModule)
         loss, mse = module.loss(users, items, ratings, self.l2, self.bias_l2)
@@ -551,6 +723,8 @@ class _FactorMF(RatingRecommender):
                 idx = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device_)
                 out = m.user_factors(idx) @ item_f.T + base
                 return out + m.user_bias(idx) if m.biases else out
+            if isinstance(m, _SampledFactorModule):
+                return m.fold_in(history, float(m.global_mean))
             features, reg = item_f, torch.full((self.embedding_dim,), float(self.l2), device=self.device_)
             if m.biases:
                 features = torch.cat([item_f, torch.ones((self.n_items, 1), device=self.device_)], dim=1)
@@ -575,6 +749,7 @@ class ClassicMF(_FactorMF):
     the validation RMSE when ``valid`` is given.
 
     Fold-in of a new user: :math:`\min_p \sum_i (r_i - \mu - I_i \cdot p)^2 + \lambda n_u \lVert p \rVert^2`.
+    ``inference="gibbs"``: Bayesian posterior sampling of the same model (BPMF), as for :class:`BiasedMF`.
     """
 
     name: ClassVar[str] = "classicmf"
@@ -606,6 +781,20 @@ class BiasedMF(_FactorMF):
 
     Fold-in of a new user with ratings :math:`r_i`: :math:`\min_{p, b} \sum_i (r_i - \mu - b_i - b - I_i \cdot p)^2
     + n_u (\lambda \lVert p \rVert^2 + \lambda_b b^2)`, the user's part of the training objective.
+
+    ``inference="gibbs"`` estimates the same model by Bayesian posterior sampling instead of a penalised point
+    estimate (Salakhutdinov & Mnih 2008, BPMF, with biases; formulas in :mod:`recforge.models.gibbs`): Gaussian
+    priors on the rows :math:`[b_u, p_u]` and :math:`[b_i, q_i]` with Normal-Wishart hyper-priors, a Gamma prior
+    on the noise precision, :math:`\mu` fixed at the training mean. Each epoch of the Trainer is one Gibbs
+    sweep; of ``max_epochs`` sweeps the first ``burn_in`` are discarded and the prediction is the posterior
+    mean, the average over the kept samples of :math:`\mu + b_u + b_i + p_u \cdot q_i`. There is no penalty to
+    tune and no early stopping (a ``valid`` part is logged and the best average is kept), so the whole training
+    set is used; ``l2``, ``bias_l2``, ``learning_rate``, ``batch_size``, ``optimizer`` and ``patience`` are
+    unused. The tables hold the kept samples side by side: memory and scoring cost grow with
+    ``embedding_dim * (max_epochs - burn_in)``, so keep ``embedding_dim`` small (10 is enough on MovieLens). A
+    new user is folded in per kept sample by the posterior mean of their row, and the scores averaged. On
+    MovieLens 100K u1-u5 this reaches a mean RMSE of 0.896 (``embedding_dim=10``, 200 sweeps, burn-in 50)
+    against 0.917 for the Adam estimate (``benchmarks/RESULTS.md``).
     """
 
     name: ClassVar[str] = "biasedmf"

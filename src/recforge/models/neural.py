@@ -91,6 +91,10 @@ class TorchRecommender(BaseRecommender):
         """Validation figures after each epoch (logged with a ``valid_`` prefix); default: the ranking ``monitor``."""
         return evaluate_ranking(self, valid, [parse_metric(getattr(self, "monitor", "ndcg@100"))]).metrics
 
+    def early_stopping_patience(self) -> int | None:
+        """Epochs without improvement of the monitored value before training stops; None: never stop early."""
+        return self.patience
+
     def extra_callbacks(self) -> list[Callback]:
         """Model-specific callbacks (e.g. beta annealing)."""
         return []
@@ -108,10 +112,10 @@ class TorchRecommender(BaseRecommender):
         monitor_key = None
         if valid is not None and valid.n_users > 0:
             monitor_key, mode = f"valid_{self.monitor_name()}", self.monitor_mode
-            callbacks += [
-                EarlyStopping(monitor_key, mode=mode, patience=self.patience),
-                Checkpoint(monitor_key, mode=mode),
-            ]
+            patience = self.early_stopping_patience()
+            if patience is not None:
+                callbacks.append(EarlyStopping(monitor_key, mode=mode, patience=patience))
+            callbacks.append(Checkpoint(monitor_key, mode=mode))
 
             def validate(module: nn.Module) -> dict[str, float]:
                 return self.validation_metrics(valid)
