@@ -11,9 +11,12 @@ Stages (every model with its default hyper-parameters unless said; ``device="cpu
     folds MODEL   ML-100K official folds u1-u5 (``read_movielens_100k_fold`` + ``predefined_split``); 10% of each
                   training fold (random, seed 0) is carved out for early stopping on the validation RMSE, and the
                   test part is scored once, from the best validation checkpoint: RMSE/MAE per fold, mean and spread.
-                  MODEL: cofimf, classicmf, biasedmf, gmf, mlp, neumf (loss="mse"). For biasedmf the figure also
-                  holds a refit on the whole training fold for the best number of epochs (for reference only).
-    mls MODEL     ml-latest-small, random 90/10 (seed 0), 10% of the 90 carved out (seed 0) for early stopping.
+                  MODEL: cofimf, classicmf, biasedmf, gmf, mlp, neumf (loss="mse"), and classicmf-gibbs,
+                  biasedmf-gibbs (``inference="gibbs"``, 10 factors, 200 sweeps, burn-in 50: no early stopping,
+                  so they train on the whole training fold). For biasedmf the figure also holds a refit on the
+                  whole training fold for the best number of epochs (for reference only).
+    mls MODEL     ml-latest-small, random 90/10 (seed 0), 10% of the 90 carved out (seed 0) for early stopping
+                  (the -gibbs models train on the whole 90).
     loo MODEL     ML-100K leave-one-out by timestamp (He et al. 2017): last rating of each user to test, the one
                   before to validation, each with 99 sampled negatives (seed 0); HR@10 / NDCG@10 among the 100.
                   MODEL: gmf, mlp, neumf, neumf-pre (NeuMF from the pretrained GMF and MLP, alpha 0.5, Adam at
@@ -24,9 +27,10 @@ Stages (every model with its default hyper-parameters unless said; ``device="cpu
                   u.item genre flags), itemfactors (16 leading eigenvectors of the training item co-occurrence
                   X^T X, scaled by sqrt(eigenvalue)), random (16 standard normal values per item), none (plain
                   NeuMF with the same settings).
-    epoch SIZE [DIM]  BiasedMF (DIM factors, default 128; Adam) seconds per training epoch, no validation, 3
-                  epochs: ml100k (ML-100K u.data, batch 1024, the default) or 20m (synthetic, 138,493 users x 26,744
-                  items x 20,000,263 ratings drawn with the ML-20M rating distribution; batch 65,536).
+    epoch SIZE [DIM [gibbs]]  BiasedMF (DIM factors, default 128; Adam) seconds per training epoch, no validation,
+                  3 epochs: ml100k (ML-100K u.data, batch 1024, the default) or 20m (synthetic, 138,493 users x 26,744
+                  items x 20,000,263 ratings drawn with the ML-20M rating distribution; batch 65,536); with
+                  ``gibbs``: seconds per Gibbs sweep of BiasedMF(inference="gibbs").
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ from typing import Any
 
 OUT = Path(__file__).resolve().parent / "out"
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
-RATING_MODELS = ("cofimf", "classicmf", "biasedmf", "gmf", "mlp", "neumf")
+RATING_MODELS = ("cofimf", "classicmf", "biasedmf", "classicmf-gibbs", "biasedmf-gibbs", "gmf", "mlp", "neumf")
+#: the "-gibbs" models: posterior sampling (BPMF), settings chosen on a 90/10 split of u1.base only
+GIBBS = {"inference": "gibbs", "embedding_dim": 10, "max_epochs": 200, "burn_in": 50}
 LOO_MODELS = ("gmf", "mlp", "neumf", "neumf-pre", "dot", "biasedmf")
 EMBEDDINGS = ("genre", "itemfactors", "random", "none")
 
@@ -67,6 +73,8 @@ def rating_model(name: str, **params: Any) -> Any:
     from recforge.models.ncf import GMF, MLP, NeuMF
 
     classes = {"cofimf": CoFiMF, "classicmf": ClassicMF, "biasedmf": BiasedMF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}
+    if name.endswith("-gibbs"):
+        return classes[name.removesuffix("-gibbs")](device="cpu", seed=0, **{**GIBBS, **params})
     return classes[name](device="cpu", seed=0, **params)
 
 
@@ -109,12 +117,17 @@ def ml100k_fold(fold: str) -> tuple[Any, Any]:
     return split, random_split(split.train, test=0.1, seed=0)
 
 
-def fit_and_test(model: Any, inner: Any, test_part: Any) -> dict[str, Any]:
+def fit_and_test(model: Any, inner: Any, test_part: Any, whole_train: Any) -> dict[str, Any]:
+    """Fit on ``inner.train`` with early stopping on ``inner.test``, or, for Gibbs sampling (no early stopping),
+    on the whole training part; score ``test_part`` once."""
     from recforge.evaluation.evaluate import evaluate_ratings
     from recforge.metrics import MAE, RMSE
 
     t0 = time.perf_counter()
-    model.fit(inner.train, valid=inner.test)
+    if getattr(model, "inference", "map") == "gibbs":
+        model.fit(whole_train)
+    else:
+        model.fit(inner.train, valid=inner.test)
     fit_s = time.perf_counter() - t0
     log = model.training_log_
     metrics = evaluate_ratings(model, test_part, [RMSE(), MAE()]).metrics
@@ -123,7 +136,7 @@ def fit_and_test(model: Any, inner: Any, test_part: Any) -> dict[str, Any]:
         "mae": metrics["mae"],
         "epochs": len(log),
         "best_epoch": int(log[-1].get("best_epoch", len(log) - 1)),
-        "valid_rmse": min(e["valid_rmse"] for e in log),
+        "valid_rmse": min((e["valid_rmse"] for e in log if "valid_rmse" in e), default=None),
         "fit_s": fit_s,
     }
 
@@ -137,7 +150,7 @@ def stage_folds(name: str) -> dict:
     for fold in FOLDS:
         split, inner = ml100k_fold(fold)
         model = rating_model(name)
-        result = fit_and_test(model, inner, split.test)
+        result = fit_and_test(model, inner, split.test, split.train)
         if name == "biasedmf":  # reference only: the same model refit on the whole fold for the best epoch count
             refit = rating_model(name, max_epochs=result["best_epoch"] + 1).fit(split.train)
             m = evaluate_ratings(refit, split.test, [RMSE(), MAE()]).metrics
@@ -162,7 +175,8 @@ def stage_mls(name: str) -> dict:
     outer = random_split(data, test=0.1, seed=0)
     inner = random_split(outer.train, test=0.1, seed=0)
     model = rating_model(name)
-    return {"model": name, "params": model.get_params(), "ratings": len(data), **fit_and_test(model, inner, outer.test)}
+    result = fit_and_test(model, inner, outer.test, outer.train)
+    return {"model": name, "params": model.get_params(), "ratings": len(data), **result}
 
 
 # ---------------------------------------------------------------------- (c) leave-one-out, 99 negatives
@@ -293,7 +307,7 @@ def synthetic_ratings(n_users: int, n_items: int, n_ratings: int) -> Any:
     return data.with_values(labels[np.searchsorted(cuts, score)], explicit=True)
 
 
-def stage_epoch(size: str, dim: str = "128") -> dict:
+def stage_epoch(size: str, dim: str = "128", inference: str = "map") -> dict:
     import torch
 
     from recforge.data.interactions import Interactions
@@ -307,12 +321,16 @@ def stage_epoch(size: str, dim: str = "128") -> dict:
         data = synthetic_ratings(138_493, 26_744, 20_000_263)
         batch_size = 65_536
     gen_s = time.perf_counter() - t0
-    model = timed_model(rating_model("biasedmf", batch_size=batch_size, max_epochs=3, embedding_dim=int(dim)))
+    if inference == "gibbs":  # three sweeps, all kept
+        model = timed_model(rating_model("biasedmf-gibbs", max_epochs=3, burn_in=0, embedding_dim=int(dim)))
+    else:
+        model = timed_model(rating_model("biasedmf", batch_size=batch_size, max_epochs=3, embedding_dim=int(dim)))
     t0 = time.perf_counter()
     model.fit(data)
     fit_s = time.perf_counter() - t0
     return {
         "size": size,
+        "inference": inference,
         "users": data.n_users,
         "items": data.n_items,
         "ratings": len(data),
@@ -321,7 +339,7 @@ def stage_epoch(size: str, dim: str = "128") -> dict:
         "batches_per_epoch": math.ceil(len(data) / batch_size),
         "epoch_s": model.epoch_seconds,
         "epoch_s_median": statistics.median(model.epoch_seconds),
-        "train_mse_last": model.training_log_[-1]["train_mse"],
+        "train_log_last": model.training_log_[-1],
         "data_s": gen_s,
         "fit_s": fit_s,
         "threads": torch.get_num_threads(),
@@ -367,7 +385,7 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
     if folds:
         lines += [
             "(a) ML-100K official folds u1-u5, 10% of each training fold for early stopping, test from the best "
-            "validation checkpoint (mean ± std (min-max) over the 5 folds):",
+            "validation checkpoint; -gibbs models on the whole fold (mean ± std (min-max) over the 5 folds):",
             "",
             "| model | RMSE | MAE | epochs (u1) | fit s (5 folds) |",
             "|---|---|---|---|---|",
@@ -384,7 +402,7 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
     mls = [r for r in results if r["stage"] == "mls"]
     if mls:
         lines += [
-            "(b) ml-latest-small, random 90/10 (seed 0), 10% of the 90 for early stopping:",
+            "(b) ml-latest-small, random 90/10 (seed 0), 10% of the 90 for early stopping (-gibbs: all the 90):",
             "",
             "| model | RMSE | MAE | epochs | fit (s) |",
             "|---|---|---|---|---|",
@@ -419,14 +437,15 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
     epochs = [r for r in results if r["stage"] == "epoch"]
     if epochs:
         lines += [
-            "(e) BiasedMF (Adam) seconds per training epoch on this CPU:",
+            "(e) BiasedMF seconds per training epoch (Adam) or Gibbs sweep on this CPU:",
             "",
-            "| data | ratings | factors | batch | batches | s/epoch (median of 3) | threads | load avg |",
-            "|---|---|---|---|---|---|---|---|",
+            "| data | inference | ratings | factors | batch | batches | s/epoch (median of 3) | threads | load avg |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in epochs:
             lines.append(
-                f"| {r['size']} | {r['ratings']:,} | {r['embedding_dim']} | {r['batch_size']:,} | "
+                f"| {r['size']} | {r.get('inference', 'map')} | {r['ratings']:,} | {r['embedding_dim']} | "
+                f"{r['batch_size']:,} | "
                 f"{r['batches_per_epoch']} | {r['epoch_s_median']:.2f} | {r['threads']} | "
                 f"{r['load_avg_1min_start']:.1f}-{r['load_avg_1min_end']:.1f} |"
             )
