@@ -40,16 +40,6 @@ from recforge.training.callbacks import BetaAnnealing
 from recforge.training.trainer import StepContext
 from tests.contract import RecommenderContract
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one intra-op thread avoids OpenMP oversubscription on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = {"max_epochs": 20, "batch_size": 16, "learning_rate": 1e-2, "device": "cpu", "seed": 3}
 
 

@@ -9,19 +9,10 @@ import scipy.sparse as sp
 import torch
 
 from recforge.evaluation.evaluate import evaluate_ratings
-from recforge.evaluation.ranking import exclude_items_, top_k
-from recforge.metrics import RMSE, ndcg_at_k
+from recforge.metrics import RMSE
 from recforge.models import gibbs
 from recforge.models.mf import BiasedMF, _SampledFactorModule
-from tests.models.test_mf import tiny, u1  # noqa: F401  (fixtures: hand-made ratings, MovieLens 100K u1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.models.test_mf import fold_in_ndcg, tiny, u1  # noqa: F401  (fixtures: hand-made ratings, ML-100K u1)
 
 
 def random_ratings(n_rows: int = 6, n_cols: int = 5, seed: int = 0) -> sp.csr_array:
@@ -118,14 +109,5 @@ def test_gibbs_beats_the_map_estimate_on_ml100k_u1(u1, u1_gibbs):  # noqa: F811
 
 
 def test_gibbs_fold_in_recommends_as_well_as_training_the_user(u1, u1_gibbs):  # noqa: F811
-    train, target = u1.train, u1.test.target
-    candidates = np.flatnonzero((train.user_counts() >= 40) & (target.user_counts() >= 10))
-    users = np.sort(np.random.default_rng(0).choice(candidates, 40, replace=False))
-    without = BiasedMF(**GIBBS).fit(train.select(~np.isin(train.user_idx, users)))
-    history = train.matrix[users]
-    truth = torch.from_numpy(target.matrix[users].toarray() > 0).float()
-    ndcg = {}
-    for name, model, rows in (("trained", u1_gibbs, users), ("folded", without, None)):
-        _, top = top_k(exclude_items_(model.score(history, rows), history), 10)
-        ndcg[name] = float(ndcg_at_k(top, truth, 10).mean())
+    ndcg = fold_in_ndcg(u1, u1_gibbs, lambda: BiasedMF(**GIBBS))
     assert ndcg["folded"] >= 0.9 * ndcg["trained"], ndcg

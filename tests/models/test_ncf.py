@@ -19,16 +19,6 @@ from tests.conftest import Planted
 from tests.contract import RecommenderContract
 from tests.models.test_mf import ExplicitContract, explicit_planted
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster when another process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 COMMON = {"batch_size": 64, "device": "cpu"}
 INVALID = (
     {"loss": "hinge"},
