@@ -642,6 +642,8 @@ class _FactorMF(RatingRecommender):
                 f"{type(self).__name__}: burn_in ({self.burn_in}) must be smaller than max_epochs ({self.max_epochs}),"
                 " the number of Gibbs sweeps"
             )
+        if self._gibbs and self.device_.type == "mps":
+            raise ValueError(f"{type(self).__name__}: Gibbs sampling computes in float64, which MPS lacks; use cpu")
         super()._prepare(train)
         if self._gibbs:
             mean = self.rating_stats_["mean"]
