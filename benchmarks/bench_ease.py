@@ -88,7 +88,7 @@ def stage_ml20m() -> dict:
 
     from recforge.data.splits import heldout_users_split
     from recforge.data.synthetic import make_ml20m_like
-    from recforge.evaluation.evaluate import evaluate_ranking
+    from recforge.evaluation.evaluate import auto_batch_size, evaluate_ranking
     from recforge.metrics import NDCG, Recall
     from recforge.models.linear import EASE
 
@@ -105,6 +105,12 @@ def stage_ml20m() -> dict:
     t1 = time.perf_counter()
     res = evaluate_ranking(model, split.test, [NDCG(100), Recall(20), Recall(50)])
     t_eval = time.perf_counter() - t1
+    history = split.test.history.matrix  # scores + top-100 alone (PERFORMANCE.md's figure), same blocks
+    block = auto_batch_size(split.train.n_items, torch.device("cpu"))
+    t1 = time.perf_counter()
+    for start in range(0, history.shape[0], block):
+        model.rank(history[start : start + block], None, 100)
+    t_rank = time.perf_counter() - t1
     return {
         "items": split.train.n_items,
         "train_users": split.train.n_users,
@@ -115,6 +121,8 @@ def stage_ml20m() -> dict:
         "fit_s": t_fit,
         "fit_peak_rss_gb": fit_peak,
         "eval_s": t_eval,
+        "score_top100_s": t_rank,
+        "score_top100_rows": history.shape[0],
         "threads": torch.get_num_threads(),
         **res.metrics,
     }
