@@ -15,9 +15,10 @@ import numpy as np
 import pydantic
 import scipy.sparse as sp
 import torch
+from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
-from recforge.models.base import BaseRecommender, Device, csr_to_torch
+from recforge.models.base import BaseRecommender, Device
 from recforge.training.trainer import resolve_device
 
 if TYPE_CHECKING:
@@ -27,8 +28,10 @@ T = TypeVar("T")
 
 #: Bytes of dense float32 scratch a block of Gram rows may take (rows x n_items x 4).
 BLOCK_BYTES = 1 << 27
-#: Bytes of one column block of EASE's ``B`` when scoring on CPU (sized to stay in the last-level cache).
-SCORE_BLOCK_BYTES = 24 << 20
+#: Bytes of one column block of EASE's ``B`` when scoring on CPU: ~1,000 columns at 20,720 items. Measured on the
+#: 2-core dev machine (3,238 users x 60 items per block): 512-1,536 columns score in 0.6-0.7 s, 256 columns
+#: (24 MB, an L2/L3-sized block) in 1.1-1.2 s, whole rows in 1.25 s.
+SCORE_BLOCK_BYTES = 80 << 20
 
 
 def gram_block_rows(n_items: int, *, budget_bytes: int = BLOCK_BYTES) -> int:
@@ -146,7 +149,7 @@ class EASE(BaseRecommender):
 
         ``history @ B`` reads one row of ``B`` per stored history entry; over whole rows of a large ``B``
         that traffic misses every cache, while a block of columns (``SCORE_BLOCK_BYTES``) stays in the
-        last-level cache for the whole batch of users: about 1.5-2x faster at 20,000 items.
+        last-level cache for the whole batch of users: about 2x faster at 20,000 items.
         """
         n = weights.shape[1]
         if weights.device.type != "cpu":
@@ -170,14 +173,21 @@ class EASE(BaseRecommender):
         device = blocks[0].device
         if history.nnz == 0:
             return torch.zeros((history.shape[0], self.n_items), dtype=torch.float32, device=device)
-        rows = csr_to_torch(history, device)
+        # history @ B as a weighted sum of B's rows per user: embedding_bag's kernel is ~2x torch.sparse.mm here
+        items = torch.from_numpy(history.indices.astype(np.int64)).to(device)
+        starts = torch.from_numpy(history.indptr[:-1].astype(np.int64)).to(device)
+        values = torch.from_numpy(history.data.astype(np.float32)).to(device)
+
+        def rows_times(block: torch.Tensor) -> torch.Tensor:
+            return F.embedding_bag(items, block, starts, mode="sum", per_sample_weights=values)
+
         if len(blocks) == 1:
-            return torch.sparse.mm(rows, blocks[0])
+            return rows_times(blocks[0])
         out = torch.empty((history.shape[0], self.n_items), dtype=torch.float32, device=device)
         start = 0
         for block in blocks:
             stop = start + block.shape[1]
-            out[:, start:stop] = torch.sparse.mm(rows, block)
+            out[:, start:stop] = rows_times(block)
             start = stop
         return out
 
