@@ -26,6 +26,7 @@ from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.metrics import RMSE, ndcg_at_k
 from recforge.models.mf import BiasedMF, ClassicMF, CoFiMF, _FactorModule, cofi_cost, solve_ridge_rows
+from recforge.models.ncf import NeuMF
 from tests.conftest import Planted
 from tests.contract import RecommenderContract
 
@@ -344,3 +345,35 @@ def test_fold_in_recommends_as_well_as_training_the_user(u1, u1_biasedmf):
     """Removed from training and folded in, users keep their NDCG@10 within 10% of being trained normally."""
     ndcg = fold_in_ndcg(u1, u1_biasedmf, lambda: BiasedMF(**ML_PARAMS))
     assert ndcg["folded"] >= 0.9 * ndcg["trained"], ndcg
+
+
+# ---------------------------------------------------------------------- resuming
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: BiasedMF(embedding_dim=4, batch_size=64, max_epochs=6, checkpoint_dir=d, device="cpu"),
+        lambda d: BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=8, burn_in=2, checkpoint_dir=d, device="cpu"),
+        lambda d: NeuMF(embedding_dim=4, layers=(8, 4), batch_size=64, max_epochs=6, checkpoint_dir=d, device="cpu"),
+    ],
+    ids=["biasedmf-adam", "biasedmf-gibbs", "neumf"],
+)
+def test_interrupted_fit_resumes_to_the_same_model(planted, tmp_path, make):
+    train = explicit_planted(planted).train
+    full = make(None).fit(train)
+    interrupted = make(str(tmp_path))
+    original = interrupted.training_step
+
+    def step(module, batch, ctx):
+        if ctx.epoch == 4:
+            raise KeyboardInterrupt
+        return original(module, batch, ctx)
+
+    interrupted.training_step = step
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(train)
+    assert (tmp_path / "last.pt").exists()
+    resumed = make(str(tmp_path)).fit(train)
+    assert torch.equal(
+        resumed.score(train.matrix, np.arange(train.n_users)), full.score(train.matrix, np.arange(train.n_users))
+    )
+    assert resumed.training_log_ == full.training_log_

@@ -365,7 +365,8 @@ _COMMON_DOC = """
     ``n_negatives`` sampled negatives per positive), ``l2`` (per-event L2 on the batch's embedding rows),
     ``learning_rate``, ``batch_size``, ``max_epochs``, ``patience`` (early stopping on the validation RMSE for
     "mse", on ``monitor`` for "bce"), ``optimizer`` ("adam" or "sgd"), ``fold_in_steps`` (new users, see
-    :mod:`recforge.models.ncf`), ``clip`` (clip predicted ratings to the training range), ``device``, ``seed``.
+    :mod:`recforge.models.ncf`), ``clip`` (clip predicted ratings to the training range), ``checkpoint_dir``
+    (resumable training: an interrupted ``fit`` of the same model continues from there), ``device``, ``seed``.
     ``predict`` returns ratings ("mse") or interaction probabilities ("bce"); ``score`` ratings or logits.
 """
 
@@ -399,6 +400,7 @@ class GMF(_NCF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
+        checkpoint_dir: str | None = None,
         device: Device = "auto",
         seed: int = 0,
     ):
@@ -438,6 +440,7 @@ class MLP(_NCF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
+        checkpoint_dir: str | None = None,
         device: Device = "auto",
         seed: int = 0,
     ):
@@ -480,6 +483,7 @@ class NeuMF(_NCF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
+        checkpoint_dir: str | None = None,
         device: Device = "auto",
         seed: int = 0,
     ):
@@ -657,6 +661,7 @@ class HybridNeuMF(NeuMF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
+        checkpoint_dir: str | None = None,
         device: Device = "auto",
         seed: int = 0,
     ):
@@ -675,6 +680,7 @@ class HybridNeuMF(NeuMF):
             optimizer=optimizer,
             fold_in_steps=fold_in_steps,
             clip=clip,
+            checkpoint_dir=checkpoint_dir,
             device=device,
             seed=seed,
         )
