@@ -28,9 +28,8 @@ T = TypeVar("T")
 
 #: Bytes of dense float32 scratch a block of Gram rows may take (rows x n_items x 4).
 BLOCK_BYTES = 1 << 27
-#: Bytes of one column block of EASE's ``B`` when scoring on CPU: ~1,000 columns at 20,720 items. Measured on the
-#: 2-core dev machine (3,238 users x 60 items per block): 512-1,536 columns score in 0.6-0.7 s, 256 columns
-#: (24 MB, an L2/L3-sized block) in 1.1-1.2 s, whole rows in 1.25 s.
+#: Bytes of one column block of EASE's ``B`` when scoring on CPU: ~1,000 columns at 20,720 items (on the dev
+#: machine narrower 256-column blocks were no faster than whole rows; see benchmarks/RESULTS.md).
 SCORE_BLOCK_BYTES = 80 << 20
 
 
