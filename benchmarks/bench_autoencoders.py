@@ -33,14 +33,13 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine, peak_rss_gb, run_in_fresh_process, timed_model
 
 OUT = Path(__file__).resolve().parent / "out"
 DATASETS = ("ml-100k", "lastfm-2k")
@@ -49,10 +48,6 @@ EASE_GRID = (10.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 #: hidden layers tried for Mult-VAE and Mult-DAE, the one with the best validation NDCG@100 is tested:
 #: Liang et al.'s [I-600-200-600-I] and the [I-200-I] of vae_cf's Mult-DAE
 ARCHITECTURES = ((600, 200), (200,))
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
 def liang_split(dataset: str) -> Any:
@@ -65,32 +60,6 @@ def liang_split(dataset: str) -> Any:
     if dataset == "lastfm-2k":  # play counts (column "weight", all >= 1): every artist played is a positive
         return raw, liang2018(raw.interactions, heldout_users=100, min_rating=None)
     return raw, liang2018(raw.interactions, heldout_users=100)
-
-
-def timed_model(cls: type, **params: Any) -> Any:
-    """An instance of a TorchRecommender subclass that also records the wall time of every epoch."""
-    from recforge.training.callbacks import Callback
-
-    class EpochTimer(Callback):
-        def __init__(self) -> None:
-            self.seconds: list[float] = []
-            self._t = 0.0
-
-        def on_fit_start(self, trainer: Any) -> None:
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
-            now = time.perf_counter()
-            self.seconds.append(now - self._t)
-            self._t = now
-
-    class Timed(cls):  # type: ignore[misc, valid-type]
-        def extra_callbacks(self) -> list[Callback]:
-            return [*super().extra_callbacks(), self.timer]
-
-    model = Timed(**params)
-    model.timer = EpochTimer()
-    return model
 
 
 def stage_compare(dataset: str, model_name: str) -> dict:
@@ -126,7 +95,7 @@ def stage_compare(dataset: str, model_name: str) -> dict:
         cls = {"multivae": MultiVAE, "multidae": MultiDAE}[model_name]
         fits = []
         for dims in ARCHITECTURES:
-            candidate = timed_model(cls, hidden_dims=dims, device="auto")  # CUDA when there is one
+            candidate = timed_model(cls(hidden_dims=dims, device="auto"))  # CUDA when there is one
             t0 = time.perf_counter()
             candidate.fit(split.train, valid=split.valid)
             best = max(candidate.training_log_, key=lambda e: e["valid_ndcg@100"])
@@ -138,7 +107,7 @@ def stage_compare(dataset: str, model_name: str) -> dict:
             best_epoch=int(best["epoch"]),
             best_valid_ndcg100=valid_ndcg,
             valid_ndcg_by_architecture={str(list(f[3].hidden_dims)): f[0] for f in fits},
-            epoch_s_median=statistics.median(model.timer.seconds),
+            epoch_s_median=statistics.median(model.epoch_seconds),
             params=model.get_params(),
         )
     res = evaluate_ranking(model, split.test, metrics)
@@ -210,7 +179,7 @@ def stage_svae() -> dict:
     out: dict[str, Any] = {"dataset": "ml-100k", **split.summary()}
     pop = evaluate_ranking(Popularity().fit(split.train), split.test, metrics)
     out["popularity"] = pop.metrics
-    model = timed_model(SVAE, max_epochs=20, patience=3, monitor="recall@10", device="cpu")
+    model = timed_model(SVAE(max_epochs=20, patience=3, monitor="recall@10", device="cpu"))
     t0 = time.perf_counter()
     model.fit(split.train, valid=split.valid)
     log = model.training_log_
@@ -219,7 +188,7 @@ def stage_svae() -> dict:
         svae_fit_s=time.perf_counter() - t0,
         svae_epochs=len(log),
         svae_best_epoch=int(best["epoch"]),
-        svae_epoch_s_median=statistics.median(model.timer.seconds),
+        svae_epoch_s_median=statistics.median(model.epoch_seconds),
         svae_params=model.get_params(),
     )
     out["svae"] = evaluate_ranking(model, split.test, metrics).metrics
@@ -246,14 +215,14 @@ def stage_epoch(dataset: str) -> dict:
         _, split = liang_split("ml-100k")
         epochs = 20
     prepare_s = time.perf_counter() - t0
-    model = timed_model(MultiVAE, max_epochs=epochs, device="cpu")
+    model = timed_model(MultiVAE(max_epochs=epochs, device="cpu"))
     t0 = time.perf_counter()
     model.fit(split.train)  # no validation: the epoch times are training only
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     valid = evaluate_ranking(model, split.valid, [NDCG(100)])
     valid_s = time.perf_counter() - t0
-    seconds = model.timer.seconds
+    seconds = model.epoch_seconds
     return {
         "dataset": dataset,
         "items": split.train.n_items,
@@ -278,24 +247,6 @@ def run_stage(args: list[str]) -> dict:
     if stage == "epoch":
         return stage_epoch(args[1])
     return {"cvae": stage_cvae, "svae": stage_svae}[stage]()
-
-
-def run_in_fresh_process(args: list[str], threads: int | None) -> dict:
-    cmd = [sys.executable, __file__, *args, "--json"]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"stage {' '.join(args)} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()[:10]
-    except OSError:
-        lscpu = []
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(), "lscpu": lscpu}
 
 
 def markdown(results: list[dict], info: dict, command: str) -> str:
@@ -390,7 +341,7 @@ def main() -> None:
         plan.append(["epoch", "ml20m"])
     results = []
     for stage in plan:
-        result = run_in_fresh_process(stage, args.threads)
+        result = run_in_fresh_process(__file__, stage, args.threads)
         print(json.dumps(result), flush=True)
         results.append(result)
     path = OUT / f"bench_autoencoders-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -19,18 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from common import peak_rss_gb, run_in_fresh_process
+
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
 def stage_read() -> dict:
@@ -147,13 +142,6 @@ def stage_ml20m() -> dict:
 STAGES = {"read": stage_read, "ml100k": stage_ml100k, "ml20m": stage_ml20m, "make-csv": make_csv}
 
 
-def run_in_fresh_process(stage: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, stage, "--json"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=[*STAGES, "all"])
@@ -167,11 +155,11 @@ def main() -> None:
         return
     OUT.mkdir(exist_ok=True)
     if not (OUT / "synthetic-20m" / "ratings.csv").exists():
-        run_in_fresh_process("make-csv")
+        run_in_fresh_process(__file__, ["make-csv"])
     machine = f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}"
     print(f"# {time.strftime('%Y-%m-%d')} {machine}")
     for stage in ("read", "ml100k", "ml20m"):
-        runs = [run_in_fresh_process(stage) for _ in range(args.repeats)]
+        runs = [run_in_fresh_process(__file__, [stage]) for _ in range(args.repeats)]
         for r in runs:
             print(json.dumps({"stage": stage, **r}))
         keys = [k for k, v in runs[0].items() if isinstance(v, float)]

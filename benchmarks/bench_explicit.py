@@ -39,14 +39,13 @@ import argparse
 import json
 import math
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from common import machine, peak_rss_gb, run_in_fresh_process, timed_model
 
 OUT = Path(__file__).resolve().parent / "out"
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
@@ -55,10 +54,6 @@ RATING_MODELS = ("cofimf", "classicmf", "biasedmf", "classicmf-gibbs", "biasedmf
 GIBBS = {"inference": "gibbs", "embedding_dim": 10, "max_epochs": 200, "burn_in": 50}
 LOO_MODELS = ("gmf", "mlp", "neumf", "neumf-pre", "dot", "biasedmf")
 EMBEDDINGS = ("genre", "itemfactors", "random", "none")
-
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
 
 
 def data_dir() -> Path:
@@ -76,26 +71,6 @@ def rating_model(name: str, **params: Any) -> Any:
     if name.endswith("-gibbs"):
         return classes[name.removesuffix("-gibbs")](device="cpu", seed=0, **{**GIBBS, **params})
     return classes[name](device="cpu", seed=0, **params)
-
-
-def timed_model(model: Any) -> Any:
-    """Give a TorchRecommender an extra callback recording the wall time of every epoch (``model.epoch_seconds``)."""
-    from recforge.training.callbacks import Callback
-
-    class EpochTimer(Callback):
-        def on_fit_start(self, trainer: Any) -> None:
-            model.epoch_seconds = []
-            self._t = time.perf_counter()
-
-        def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
-            now = time.perf_counter()
-            model.epoch_seconds.append(now - self._t)
-            self._t = now
-
-    timer = EpochTimer()
-    original = model.extra_callbacks
-    model.extra_callbacks = lambda: [*original(), timer]
-    return model
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -353,26 +328,6 @@ def run_stage(args: list[str]) -> dict:
     return funcs[stage](*args[1:])
 
 
-def run_in_fresh_process(args: list[str], threads: int | None) -> dict:
-    cmd = [sys.executable, __file__, *args, "--json"]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    # passive OpenMP waits: with spinning workers, a core taken by another process slows small ops ~100x
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"stage {' '.join(args)} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()[:10]
-    except OSError:
-        lscpu = []
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "python": platform.python_version(), "lscpu": lscpu}
-
-
 def _ms(s: dict[str, float]) -> str:
     return f"{s['mean']:.4f} ± {s['std']:.4f} ({s['min']:.4f}-{s['max']:.4f})"
 
@@ -506,7 +461,7 @@ def main() -> None:
     path = OUT / f"bench_explicit-{time.strftime('%Y%m%d-%H%M%S')}.json"
     for stage in plan:
         threads = args.epoch_threads if stage[0] == "epoch" and args.epoch_threads else args.threads
-        result = run_in_fresh_process(stage, threads)
+        result = run_in_fresh_process(__file__, stage, threads)
         print(json.dumps(result), flush=True)
         results.append(result)
         path.write_text(json.dumps({"machine": info, "results": results}, indent=2))  # partial results survive
