@@ -137,6 +137,8 @@ def test_models_and_datasets_listings(monkeypatch, capsys):
     assert code == 0 and "ease" in out and "itemknn" in out and "popularity" in out
     code, out, _ = cli(monkeypatch, capsys, "models", "info", "ease")
     assert code == 0 and "l2" in out and "> 0" in out
+    code, out, _ = cli(monkeypatch, capsys, "models", "info", "biasedmf")  # [brackets] are text, not markup
+    assert code == 0 and "[b_u, p_u]" in out
     code, _, err = cli(monkeypatch, capsys, "models", "info", "nope")
     assert code == 2 and "nope" in err
     code, out, _ = cli(monkeypatch, capsys, "datasets", "list")

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -61,7 +62,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for c in columns:
         table.add_column(c)
     for r in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r))
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in r))
     return table
 
 
@@ -105,7 +106,7 @@ def models_info(name: str) -> None:
     rows = []
     for pname, p in cls.param_specs().items():
         rows.append([pname, _describe_annotation(p.annotation), repr(p.default)])
-    out.print((cls.__doc__ or "").strip())
+    out.print((cls.__doc__ or "").strip(), markup=False)  # docstrings hold [brackets] that are not rich markup
     out.print(_table(f"{name} hyper-parameters", ["name", "type", "default"], rows))
 
 
