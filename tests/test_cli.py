@@ -141,6 +141,8 @@ def test_models_and_datasets_listings(monkeypatch, capsys):
     assert code == 0 and "[b_u, p_u]" in out
     code, _, err = cli(monkeypatch, capsys, "models", "info", "nope")
     assert code == 2 and "nope" in err
+    code, _, err = cli(monkeypatch, capsys, "models", "info", "[bold]x[/bold]")  # user text is never markup
+    assert code == 2 and "[bold]x[/bold]" in err
     code, out, _ = cli(monkeypatch, capsys, "datasets", "list")
     assert code == 0 and "ml-100k" in out
     code, out, _ = cli(monkeypatch, capsys, "datasets", "info", "ml-100k")

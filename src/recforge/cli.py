@@ -164,13 +164,13 @@ def run(
                 tasks[task] = bar.add_task(task, total=total)
             bar.update(tasks[task], completed=done)
 
-        result = run_experiment(cfg, progress=progress, log=lambda m: err.print(f"[dim]{m}[/dim]"))
+        result = run_experiment(cfg, progress=progress, log=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
     out.print(_table("split", ["part", "size"], [[k, v] for k, v in result.split.items()]))
     parts = [p for p in ("valid", "test") if p in result.metrics]
     names = list(result.metrics[parts[-1]]["metrics"])
     rows = [[p, result.metrics[p]["n_users"], *(result.metrics[p]["metrics"][n] for n in names)] for p in parts]
     out.print(_table(f"{cfg.model.name} on {cfg.data.dataset or cfg.data.path}", ["part", "users", *names], rows))
-    out.print(f"run directory: {result.run_dir}")
+    out.print(f"run directory: {escape(str(result.run_dir))}")
 
 
 @app.command()
@@ -180,7 +180,7 @@ def evaluate(run_dir: Path) -> None:
         task = bar.add_task("evaluating test")
         res = evaluate_run(run_dir, progress=lambda _t, d, n: bar.update(task, completed=d, total=n))
     names = list(res["metrics"])
-    out.print(_table(str(run_dir), ["users", *names], [[res["n_users"], *res["metrics"].values()]]))
+    out.print(_table(escape(str(run_dir)), ["users", *names], [[res["n_users"], *res["metrics"].values()]]))
 
 
 @app.command()
@@ -211,7 +211,7 @@ def recommend(
         tmp = output.with_name(f".{output.name}.tmp")
         tmp.write_text(lines)
         tmp.replace(output)
-        err.print(f"wrote {len(rows)} users to {output}")
+        err.print(f"wrote {len(rows)} users to {escape(str(output))}")
 
 
 def _plain(value: Any) -> Any:
@@ -229,7 +229,7 @@ def plot(run_dir: Path) -> None:
     if not log.is_file():
         raise FileNotFoundError(f"{run_dir} has no training_log.csv (only trained neural models log epochs)")
     path = plot_training_curves(pd.read_csv(log), run_dir / "training_curves.png")
-    out.print(f"wrote {path}")
+    out.print(f"wrote {escape(str(path))}")
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -262,5 +262,5 @@ def main() -> None:
         app()
     except USER_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
