@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, peak_rss_gb, run_in_fresh_process, timed_model
+from common import machine, markdown_table, peak_rss_gb, run_in_fresh_process, timed_model
 
 OUT = Path(__file__).resolve().parent / "out"
 DATASETS = ("ml-100k", "lastfm-2k")
@@ -262,59 +262,72 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
     ]
     compare = [r for r in results if r.get("stage") == "compare"]
     if compare:
-        lines += [
-            "| data | model | test NDCG@100 | Recall@20 | Recall@50 | epochs | best epoch | fit (s) |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
+        rows = []
         for r in compare:
             extra = f" (l2={r['l2']:g})" if "l2" in r else ""
             if "params" in r:
                 extra = f" {r['params']['hidden_dims']}"
-            lines.append(
-                f"| {r['dataset']} | {r['model']}{extra} | {r['test_ndcg@100']:.4f} | {r['test_recall@20']:.4f} | "
-                f"{r['test_recall@50']:.4f} | {r.get('epochs', '-')} | {r.get('best_epoch', '-')} | {r['fit_s']:.1f} |"
+            rows.append(
+                [
+                    r["dataset"],
+                    f"{r['model']}{extra}",
+                    *(f"{r[f'test_{m}']:.4f}" for m in ("ndcg@100", "recall@20", "recall@50")),
+                    str(r.get("epochs", "-")),
+                    str(r.get("best_epoch", "-")),
+                    f"{r['fit_s']:.1f}",
+                ]
             )
-        lines.append("")
+        header = ["data", "model", "test NDCG@100", "Recall@20", "Recall@50", "epochs", "best epoch", "fit (s)"]
+        lines += markdown_table(None, header, rows)
     for r in results:
         if r.get("stage") == "cvae":
-            lines += [
-                f"C-VAE, ML-100K genres ({r['examples']} test (user, genre) pairs):",
-                "",
-                "| ranking within the genre | NDCG@10 | NDCG@100 | Recall@20 |",
-                "|---|---|---|---|",
-            ]
-            for key, label in (
+            labels = (
                 ("cvae_conditioned", "C-VAE conditioned on the genre"),
                 ("cvae_unconditioned_filtered", "C-VAE unconditioned, filtered"),
                 ("multivae_filtered", "Mult-VAE, filtered"),
-            ):
-                m = r[key]
-                lines.append(f"| {label} | {m['ndcg@10']:.4f} | {m['ndcg@100']:.4f} | {m['recall@20']:.4f} |")
-            lines.append("")
+            )
+            lines += markdown_table(
+                f"C-VAE, ML-100K genres ({r['examples']} test (user, genre) pairs):",
+                ["ranking within the genre", "NDCG@10", "NDCG@100", "Recall@20"],
+                [[label, *(f"{r[key][m]:.4f}" for m in ("ndcg@10", "ndcg@100", "recall@20"))] for key, label in labels],
+            )
         if r.get("stage") == "svae":
-            lines += [
-                "SVAE, ML-100K leave-last-out next item:",
-                "",
-                "| model | Recall@10 | NDCG@10 | NDCG@100 | epochs | s/epoch |",
-                "|---|---|---|---|---|---|",
-            ]
+            rows = []
             for key in ("svae", "popularity"):
-                m = r[key]
-                ep = f"{r['svae_epochs']} | {r['svae_epoch_s_median']:.1f}" if key == "svae" else "- | -"
-                lines.append(f"| {key} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['ndcg@100']:.4f} | {ep} |")
-            lines.append("")
+                epochs = [str(r["svae_epochs"]), f"{r['svae_epoch_s_median']:.1f}"] if key == "svae" else ["-", "-"]
+                rows.append([key, *(f"{r[key][m]:.4f}" for m in ("recall@10", "ndcg@10", "ndcg@100")), *epochs])
+            lines += markdown_table(
+                "SVAE, ML-100K leave-last-out next item:",
+                ["model", "Recall@10", "NDCG@10", "NDCG@100", "epochs", "s/epoch"],
+                rows,
+            )
     epochs = [r for r in results if r.get("stage") == "epoch"]
     if epochs:
-        lines += [
-            "| Mult-VAE epoch (CPU) | items | train users | batches | s/epoch (median) | validation (s) | threads |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for r in epochs:
-            lines.append(
-                f"| {r['dataset']} | {r['items']} | {r['train_users']} | {r['batches_per_epoch']} | "
-                f"{r['epoch_s_median']:.3f} | {r['valid_pass_s']:.2f} ({r['valid_users']} users) | {r['threads']} |"
-            )
-    return "\n".join(lines)
+        lines += markdown_table(
+            None,
+            [
+                "Mult-VAE epoch (CPU)",
+                "items",
+                "train users",
+                "batches",
+                "s/epoch (median)",
+                "validation (s)",
+                "threads",
+            ],
+            [
+                [
+                    r["dataset"],
+                    str(r["items"]),
+                    str(r["train_users"]),
+                    str(r["batches_per_epoch"]),
+                    f"{r['epoch_s_median']:.3f}",
+                    f"{r['valid_pass_s']:.2f} ({r['valid_users']} users)",
+                    str(r["threads"]),
+                ]
+                for r in epochs
+            ],
+        )
+    return "\n".join(lines).rstrip("\n")
 
 
 def main() -> None:

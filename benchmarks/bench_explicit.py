@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, peak_rss_gb, run_in_fresh_process, timed_model
+from common import machine, markdown_table, peak_rss_gb, run_in_fresh_process, timed_model
 
 OUT = Path(__file__).resolve().parent / "out"
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
@@ -336,75 +336,77 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
     fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in info["lscpu"] if ":" in line}
     cpu = f"{fields.get('Model name', '?')}, {fields.get('CPU(s)', '?')} CPUs, python {info['python']}"
     lines = [f"### Explicit-feedback family ({info['date']})", "", f"Command: `{command}`  ", f"Machine: {cpu}", ""]
-    folds = [r for r in results if r["stage"] == "folds"]
-    if folds:
-        lines += [
-            "(a) ML-100K official folds u1-u5, 10% of each training fold for early stopping, test from the best "
-            "validation checkpoint; -gibbs models on the whole fold (mean ± std (min-max) over the 5 folds):",
-            "",
-            "| model | RMSE | MAE | epochs (u1) | fit s (5 folds) |",
-            "|---|---|---|---|---|",
-        ]
-        for r in folds:
-            lines.append(
-                f"| {r['model']} | {_ms(r['rmse'])} | {_ms(r['mae'])} | {r['folds']['u1']['epochs']} | "
-                f"{r['fit_s_total']:.0f} |"
+    by_stage: dict[str, list[dict]] = {}
+    for r in results:
+        by_stage.setdefault(r["stage"], []).append(r)
+    if "folds" in by_stage:
+        rows = []
+        for r in by_stage["folds"]:
+            rows.append(
+                [r["model"], _ms(r["rmse"]), _ms(r["mae"]), str(r["folds"]["u1"]["epochs"]), f"{r['fit_s_total']:.0f}"]
             )
             if "refit_rmse" in r:
                 refit = f"{r['model']} refit on the whole fold for the best epoch count (reference)"
-                lines.append(f"| {refit} | {_ms(r['refit_rmse'])} | {_ms(r['refit_mae'])} | - | - |")
-        lines.append("")
-    mls = [r for r in results if r["stage"] == "mls"]
-    if mls:
-        lines += [
+                rows.append([refit, _ms(r["refit_rmse"]), _ms(r["refit_mae"]), "-", "-"])
+        lines += markdown_table(
+            "(a) ML-100K official folds u1-u5, 10% of each training fold for early stopping, test from the best "
+            "validation checkpoint; -gibbs models on the whole fold (mean ± std (min-max) over the 5 folds):",
+            ["model", "RMSE", "MAE", "epochs (u1)", "fit s (5 folds)"],
+            rows,
+        )
+    if "mls" in by_stage:
+        lines += markdown_table(
             "(b) ml-latest-small, random 90/10 (seed 0), 10% of the 90 for early stopping (-gibbs: all the 90):",
-            "",
-            "| model | RMSE | MAE | epochs | fit (s) |",
-            "|---|---|---|---|---|",
-        ]
-        for r in mls:
-            lines.append(f"| {r['model']} | {r['rmse']:.4f} | {r['mae']:.4f} | {r['epochs']} | {r['fit_s']:.0f} |")
-        lines.append("")
-    loo = [r for r in results if r["stage"] == "loo"]
-    if loo:
-        lines += [
+            ["model", "RMSE", "MAE", "epochs", "fit (s)"],
+            [
+                [r["model"], f"{r['rmse']:.4f}", f"{r['mae']:.4f}", str(r["epochs"]), f"{r['fit_s']:.0f}"]
+                for r in by_stage["mls"]
+            ],
+        )
+    if "loo" in by_stage:
+        lines += markdown_table(
             "(c) ML-100K leave-one-out (last rating to test, previous to validation), 99 sampled negatives:",
-            "",
-            "| model | HR@10 | NDCG@10 | epochs | fit (s) |",
-            "|---|---|---|---|---|",
-        ]
-        for r in loo:
-            lines.append(
-                f"| {r['model']} | {r['test_hr@10']:.4f} | {r['test_ndcg@10']:.4f} | {r['epochs']} | {r['fit_s']:.0f} |"
-            )
-        lines.append("")
-    hybrid = [r for r in results if r["stage"] == "hybrid"]
-    if hybrid:
-        lines += [
+            ["model", "HR@10", "NDCG@10", "epochs", "fit (s)"],
+            [
+                [
+                    r["model"],
+                    f"{r['test_hr@10']:.4f}",
+                    f"{r['test_ndcg@10']:.4f}",
+                    str(r["epochs"]),
+                    f"{r['fit_s']:.0f}",
+                ]
+                for r in by_stage["loo"]
+            ],
+        )
+    if "hybrid" in by_stage:
+        lines += markdown_table(
             "(d) HybridNeuMF on ML-100K u1-u5 (protocol of (a)), by item embedding:",
-            "",
-            "| item embeddings | RMSE | MAE |",
-            "|---|---|---|",
-        ]
-        for r in hybrid:
-            lines.append(f"| {r['embeddings']} | {_ms(r['rmse'])} | {_ms(r['mae'])} |")
-        lines.append("")
-    epochs = [r for r in results if r["stage"] == "epoch"]
-    if epochs:
-        lines += [
+            ["item embeddings", "RMSE", "MAE"],
+            [[r["embeddings"], _ms(r["rmse"]), _ms(r["mae"])] for r in by_stage["hybrid"]],
+        )
+    if "epoch" in by_stage:
+        lines += markdown_table(
             "(e) BiasedMF seconds per training epoch (Adam) or Gibbs sweep on this CPU:",
-            "",
-            "| data | inference | ratings | factors | batch | batches | s/epoch (median of 3) | threads | load avg |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in epochs:
-            lines.append(
-                f"| {r['size']} | {r.get('inference', 'map')} | {r['ratings']:,} | {r['embedding_dim']} | "
-                f"{r['batch_size']:,} | "
-                f"{r['batches_per_epoch']} | {r['epoch_s_median']:.2f} | {r['threads']} | "
-                f"{r['load_avg_1min_start']:.1f}-{r['load_avg_1min_end']:.1f} |"
-            )
-    return "\n".join(lines)
+            [
+                *("data", "inference", "ratings", "factors", "batch", "batches"),
+                *("s/epoch (median of 3)", "threads", "load avg"),
+            ],
+            [
+                [
+                    r["size"],
+                    r.get("inference", "map"),
+                    f"{r['ratings']:,}",
+                    str(r["embedding_dim"]),
+                    f"{r['batch_size']:,}",
+                    str(r["batches_per_epoch"]),
+                    f"{r['epoch_s_median']:.2f}",
+                    str(r["threads"]),
+                    f"{r['load_avg_1min_start']:.1f}-{r['load_avg_1min_end']:.1f}",
+                ]
+                for r in by_stage["epoch"]
+            ],
+        )
+    return "\n".join(lines).rstrip("\n")
 
 
 def main() -> None:

@@ -58,3 +58,14 @@ def timed_model(model: Any) -> Any:
     original = model.extra_callbacks
     model.extra_callbacks = lambda: [*original(), timer]
     return model
+
+
+def markdown_table(caption: str | None, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table as lines (after its caption and a blank line, if any), followed by a blank line."""
+    return [
+        *((caption, "") if caption else ()),
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
