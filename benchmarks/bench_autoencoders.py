@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, markdown_table, peak_rss_gb, run_in_fresh_process, timed_model
+from common import epoch_timer, machine, markdown_table, peak_rss_gb, run_in_fresh_process
 
 OUT = Path(__file__).resolve().parent / "out"
 DATASETS = ("ml-100k", "lastfm-2k")
@@ -68,6 +68,7 @@ def stage_compare(dataset: str, model_name: str) -> dict:
     from recforge.models.autoencoders import MultiDAE, MultiVAE
     from recforge.models.linear import EASE
     from recforge.models.popularity import Popularity
+    from recforge.training.options import TrainingOptions
 
     _, split = liang_split(dataset)
     metrics = [NDCG(100), Recall(20), Recall(50)]
@@ -75,17 +76,17 @@ def stage_compare(dataset: str, model_name: str) -> dict:
     if model_name == "ease":
         scores = {}
         for l2 in EASE_GRID:
-            scores[l2] = evaluate_ranking(EASE(l2=l2, device="cpu").fit(split.train), split.valid, [NDCG(100)])
+            scores[l2] = evaluate_ranking(EASE(l2=l2).fit(split.train), split.valid, [NDCG(100)])
         best = max(EASE_GRID, key=lambda v: scores[v].metrics["ndcg@100"])
         t0 = time.perf_counter()
-        model = EASE(l2=best, device="cpu").fit(split.train)
+        model = EASE(l2=best).fit(split.train)
         out.update(
             fit_s=time.perf_counter() - t0,
             l2=best,
             valid_ndcg_by_l2={str(k): v.metrics["ndcg@100"] for k, v in scores.items()},
         )
         if dataset == "ml-100k" and best != 100.0:
-            ref = evaluate_ranking(EASE(l2=100.0, device="cpu").fit(split.train), split.test, metrics)
+            ref = evaluate_ranking(EASE(l2=100.0).fit(split.train), split.test, metrics)
             out["test_l2_100"] = ref.metrics
     elif model_name == "popularity":
         t0 = time.perf_counter()
@@ -95,19 +96,19 @@ def stage_compare(dataset: str, model_name: str) -> dict:
         cls = {"multivae": MultiVAE, "multidae": MultiDAE}[model_name]
         fits = []
         for dims in ARCHITECTURES:
-            candidate = timed_model(cls(hidden_dims=dims, device="auto"))  # CUDA when there is one
+            candidate, timer = cls(hidden_dims=dims), epoch_timer()
             t0 = time.perf_counter()
-            candidate.fit(split.train, valid=split.valid)
+            candidate.fit(split.train, valid=split.valid, options=TrainingOptions(callbacks=[timer]))  # CUDA if any
             best = max(candidate.training_log_, key=lambda e: e["valid_ndcg@100"])
-            fits.append((best["valid_ndcg@100"], time.perf_counter() - t0, best, candidate))
-        valid_ndcg, fit_s, best, model = max(fits, key=lambda fit: fit[0])
+            fits.append((best["valid_ndcg@100"], time.perf_counter() - t0, best, candidate, timer))
+        valid_ndcg, fit_s, best, model, timer = max(fits, key=lambda fit: fit[0])
         out.update(
             fit_s=fit_s,
             epochs=len(model.training_log_),
             best_epoch=int(best["epoch"]),
             best_valid_ndcg100=valid_ndcg,
             valid_ndcg_by_architecture={str(list(f[3].hidden_dims)): f[0] for f in fits},
-            epoch_s_median=statistics.median(model.epoch_seconds),
+            epoch_s_median=statistics.median(timer.seconds),
             params=model.get_params(),
         )
     res = evaluate_ranking(model, split.test, metrics)
@@ -129,10 +130,10 @@ def stage_cvae() -> dict:
     train = dataclasses.replace(split.train, item_info=info)
     out: dict[str, Any] = {"dataset": "ml-100k", **split.summary()}
     t0 = time.perf_counter()
-    cvae = CMultiVAE(condition_col="genres", device="cpu").fit(train, valid=split.valid)
+    cvae = CMultiVAE(condition_col="genres").fit(train, valid=split.valid)
     out.update(cvae_fit_s=time.perf_counter() - t0, cvae_epochs=len(cvae.training_log_))
     t0 = time.perf_counter()
-    mvae = MultiVAE(device="cpu").fit(train, valid=split.valid)
+    mvae = MultiVAE().fit(train, valid=split.valid)
     out.update(multivae_fit_s=time.perf_counter() - t0, multivae_epochs=len(mvae.training_log_))
 
     genres, labels = item_condition_matrix(info, "genres", train.n_items)
@@ -170,6 +171,7 @@ def stage_svae() -> dict:
     from recforge.metrics import NDCG, Recall
     from recforge.models.autoencoders import SVAE
     from recforge.models.popularity import Popularity
+    from recforge.training.options import TrainingOptions
 
     raw = load_dataset("ml-100k", download=False)
     data = Interactions.from_frame(raw.interactions, explicit=False)  # every rating is an event, in time order
@@ -179,16 +181,16 @@ def stage_svae() -> dict:
     out: dict[str, Any] = {"dataset": "ml-100k", **split.summary()}
     pop = evaluate_ranking(Popularity().fit(split.train), split.test, metrics)
     out["popularity"] = pop.metrics
-    model = timed_model(SVAE(max_epochs=20, patience=3, monitor="recall@10", device="cpu"))
+    model, timer = SVAE(max_epochs=20, patience=3, monitor="recall@10"), epoch_timer()
     t0 = time.perf_counter()
-    model.fit(split.train, valid=split.valid)
+    model.fit(split.train, valid=split.valid, options=TrainingOptions(callbacks=[timer]))
     log = model.training_log_
     best = max(log, key=lambda e: e["valid_recall@10"])
     out.update(
         svae_fit_s=time.perf_counter() - t0,
         svae_epochs=len(log),
         svae_best_epoch=int(best["epoch"]),
-        svae_epoch_s_median=statistics.median(model.epoch_seconds),
+        svae_epoch_s_median=statistics.median(timer.seconds),
         svae_params=model.get_params(),
     )
     out["svae"] = evaluate_ranking(model, split.test, metrics).metrics
@@ -201,6 +203,7 @@ def stage_epoch(dataset: str) -> dict:
     from recforge.evaluation.evaluate import evaluate_ranking
     from recforge.metrics import NDCG
     from recforge.models.autoencoders import MultiVAE
+    from recforge.training.options import TrainingOptions
 
     t0 = time.perf_counter()
     if dataset == "ml20m":
@@ -215,14 +218,14 @@ def stage_epoch(dataset: str) -> dict:
         _, split = liang_split("ml-100k")
         epochs = 20
     prepare_s = time.perf_counter() - t0
-    model = timed_model(MultiVAE(max_epochs=epochs, device="cpu"))
+    model, timer = MultiVAE(max_epochs=epochs), epoch_timer()
     t0 = time.perf_counter()
-    model.fit(split.train)  # no validation: the epoch times are training only
+    model.fit(split.train, options=TrainingOptions(callbacks=[timer]))  # no validation: training time only
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     valid = evaluate_ranking(model, split.valid, [NDCG(100)])
     valid_s = time.perf_counter() - t0
-    seconds = model.epoch_seconds
+    seconds = timer.seconds
     return {
         "dataset": dataset,
         "items": split.train.n_items,

@@ -71,7 +71,7 @@ def stage_ml100k() -> dict:
     split = liang2018(raw.interactions, heldout_users=100)
     t_split = time.perf_counter() - t0 - t_load
     t1 = time.perf_counter()
-    model = EASE(l2=100.0, device="cpu").fit(split.train)
+    model = EASE(l2=100.0).fit(split.train)
     t_fit = time.perf_counter() - t1
     t1 = time.perf_counter()
     res = evaluate_ranking(model, split.test, [NDCG(100), Recall(20), Recall(50)])
@@ -98,7 +98,7 @@ def stage_ml20m() -> dict:
     t_split = time.perf_counter() - t0 - t_gen
     del data
     t1 = time.perf_counter()
-    model = EASE(l2=500.0, device="cpu").fit(split.train)
+    model = EASE(l2=500.0).fit(split.train)
     t_fit = time.perf_counter() - t1
     fit_peak = peak_rss_gb()
     t1 = time.perf_counter()

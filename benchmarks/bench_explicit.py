@@ -7,7 +7,7 @@ Each figure comes from a fresh process; the driver prints one JSON line per figu
     python benchmarks/bench_explicit.py folds biasedmf                               # one figure, here
     python benchmarks/bench_explicit.py all --skip-20m                               # without the slow part
 
-Stages (every model with its default hyper-parameters unless said; ``device="cpu"``, ``seed=0``):
+Stages (every model with its default hyper-parameters unless said; ``seed=0``, on the CPU):
     folds MODEL   ML-100K official folds u1-u5 (``read_movielens_100k_fold`` + ``predefined_split``); 10% of each
                   training fold (random, seed 0) is carved out for early stopping on the validation RMSE, and the
                   test part is scored once, from the best validation checkpoint: RMSE/MAE per fold, mean and spread.
@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import machine, markdown_table, peak_rss_gb, run_in_fresh_process, timed_model
+from common import epoch_timer, machine, markdown_table, peak_rss_gb, run_in_fresh_process
 
 OUT = Path(__file__).resolve().parent / "out"
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
@@ -69,8 +69,8 @@ def rating_model(name: str, **params: Any) -> Any:
 
     classes = {"cofimf": CoFiMF, "classicmf": ClassicMF, "biasedmf": BiasedMF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}
     if name.endswith("-gibbs"):
-        return classes[name.removesuffix("-gibbs")](device="cpu", seed=0, **{**GIBBS, **params})
-    return classes[name](device="cpu", seed=0, **params)
+        return classes[name.removesuffix("-gibbs")](seed=0, **{**GIBBS, **params})
+    return classes[name](seed=0, **params)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -176,7 +176,7 @@ def stage_loo(name: str) -> dict:
     if name == "neumf-pre":
         gmf, t_gmf = fit(rating_model("gmf", **bce))
         mlp, t_mlp = fit(rating_model("mlp", **bce))
-        model = NeuMF.from_pretrained(gmf, mlp, alpha=0.5, learning_rate=1e-4, device="cpu", seed=0, patience=5)
+        model = NeuMF.from_pretrained(gmf, mlp, alpha=0.5, learning_rate=1e-4, seed=0, patience=5)
         model.set_params(max_epochs=50)
         model, fit_s = fit(model)
         fit_s += t_gmf + t_mlp
@@ -251,7 +251,7 @@ def stage_hybrid(kind: str) -> dict:
             model = rating_model("neumf")
         else:
             path = write_embeddings(kind, inner.train, OUT / "embeddings" / f"{kind}-{fold}.csv")
-            model = HybridNeuMF(item_embeddings=str(path), device="cpu", seed=0)
+            model = HybridNeuMF(item_embeddings=str(path), seed=0)
         per_fold[fold] = fit_and_test(model, inner, split.test)
         coverage.append(getattr(model, "item_embedding_coverage_", float("nan")))
     return {
@@ -287,6 +287,7 @@ def stage_epoch(size: str, dim: str = "128", inference: str = "map") -> dict:
 
     from recforge.data.interactions import Interactions
     from recforge.data.readers import read_movielens_100k
+    from recforge.training.options import TrainingOptions
 
     t0 = time.perf_counter()
     if size == "ml100k":
@@ -297,11 +298,12 @@ def stage_epoch(size: str, dim: str = "128", inference: str = "map") -> dict:
         batch_size = 65_536
     gen_s = time.perf_counter() - t0
     if inference == "gibbs":  # three sweeps, all kept
-        model = timed_model(rating_model("biasedmf-gibbs", max_epochs=3, burn_in=0, embedding_dim=int(dim)))
+        model = rating_model("biasedmf-gibbs", max_epochs=3, burn_in=0, embedding_dim=int(dim))
     else:
-        model = timed_model(rating_model("biasedmf", batch_size=batch_size, max_epochs=3, embedding_dim=int(dim)))
+        model = rating_model("biasedmf", batch_size=batch_size, max_epochs=3, embedding_dim=int(dim))
+    timer = epoch_timer()
     t0 = time.perf_counter()
-    model.fit(data)
+    model.fit(data, options=TrainingOptions(callbacks=[timer]))
     fit_s = time.perf_counter() - t0
     return {
         "size": size,
@@ -312,8 +314,8 @@ def stage_epoch(size: str, dim: str = "128", inference: str = "map") -> dict:
         "batch_size": batch_size,
         "embedding_dim": model.embedding_dim,
         "batches_per_epoch": math.ceil(len(data) / batch_size),
-        "epoch_s": model.epoch_seconds,
-        "epoch_s_median": statistics.median(model.epoch_seconds),
+        "epoch_s": timer.seconds,
+        "epoch_s_median": statistics.median(timer.seconds),
         "train_log_last": model.training_log_[-1],
         "data_s": gen_s,
         "fit_s": fit_s,

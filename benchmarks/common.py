@@ -40,24 +40,24 @@ def run_in_fresh_process(script: str, args: list[str], threads: int | None = Non
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def timed_model(model: Any) -> Any:
-    """Give a TorchRecommender an extra callback recording the wall time of every epoch (``model.epoch_seconds``)."""
+def epoch_timer() -> Any:
+    """A Trainer callback recording the wall time of every epoch in its ``seconds`` list; pass it in the
+    training options: ``model.fit(train, options=TrainingOptions(callbacks=[timer]))``."""
     from recforge.training.callbacks import Callback
 
     class EpochTimer(Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
         def on_fit_start(self, trainer: Any) -> None:
-            model.epoch_seconds = []
             self._t = time.perf_counter()
 
         def on_epoch_end(self, trainer: Any, logs: dict[str, float]) -> None:
             now = time.perf_counter()
-            model.epoch_seconds.append(now - self._t)
+            self.seconds.append(now - self._t)
             self._t = now
 
-    timer = EpochTimer()
-    original = model.extra_callbacks
-    model.extra_callbacks = lambda: [*original(), timer]
-    return model
+    return EpochTimer()
 
 
 def markdown_table(caption: str | None, header: list[str], rows: list[list[str]]) -> list[str]:

@@ -7,7 +7,7 @@ hyper-parameters); pytest collects the inherited tests::
         invalid_params = ({"l2": 0.0},)
 
         def make_model(self):
-            return EASE(l2=5.0, device="cpu")
+            return EASE(l2=5.0)
 
 Class attributes tune the checks: ``learns_structure = False`` for non-personalised baselines,
 ``invalid_params`` lists hyper-parameter settings that must be refused. Everything runs on the small

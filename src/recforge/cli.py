@@ -7,6 +7,8 @@ out-of-range value) ends in one line on stderr naming the culprit and exit statu
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from recforge import distributed
 from recforge.analysis.plots import plot_training_curves
 from recforge.data.datasets import DATASETS, dataset_info, load_dataset
 from recforge.data.download import DownloadError
@@ -28,6 +31,7 @@ from recforge.experiments.pipeline import check_config, evaluate_run, reload_run
 from recforge.experiments.runs import RunRegistry
 from recforge.models.base import InvalidParameterError
 from recforge.models.registry import MODELS, model_class
+from recforge.training.options import resolve_device
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 datasets_app = typer.Typer(no_args_is_help=True, help="List, describe and fetch the registered datasets.")
@@ -141,8 +145,18 @@ def run(
     data_dir: DataDir = None,
     output_dir: Annotated[Path | None, typer.Option(help="where run directories go (run.output_dir)")] = None,
     seed: Annotated[int | None, typer.Option(help="run seed (run.seed)")] = None,
+    device: Annotated[str | None, typer.Option(help="training device: auto, cpu, cuda, mps (training.device)")] = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="train data-parallel on N local processes (torchrun shortcut)")
+    ] = 1,
 ) -> None:
-    """Train and evaluate one model; writes a run directory and prints the metrics."""
+    """Train and evaluate one model; writes a run directory and prints the metrics.
+
+    Under torchrun (``torchrun --nproc-per-node N -m recforge run ...``) every process trains its share of each
+    batch group and evaluates its share of the users; rank 0 writes the one run directory.
+    """
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_relaunch_with_torchrun(nproc))
     overrides = []
     for key, value in (
         ("data.dataset", dataset),
@@ -151,20 +165,29 @@ def run(
         ("data.data_dir", data_dir),
         ("run.output_dir", output_dir),
         ("run.seed", seed),
+        ("training.device", device),
     ):
         if value is not None:
             overrides.append(f"{key}={json.dumps(str(value)) if not isinstance(value, int) else value}")
     cfg = load_config(config, [*overrides, *(set_ or [])])
     check_config(cfg)
-    with _progress() as bar:
-        tasks: dict[str, Any] = {}
+    world = distributed.init_from_environment(os.environ, resolve_device(cfg.training.device))
+    try:
+        with _progress() as bar:
+            tasks: dict[str, Any] = {}
 
-        def progress(task: str, done: int, total: int) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done)
+            def progress(task: str, done: int, total: int) -> None:
+                if task not in tasks:
+                    tasks[task] = bar.add_task(task, total=total)
+                bar.update(tasks[task], completed=done)
 
-        result = run_experiment(cfg, progress=progress, log=lambda m: err.print(f"[dim]{escape(m)}[/dim]"))
+            result = run_experiment(
+                cfg, progress=progress, log=lambda m: err.print(f"[dim]{escape(m)}[/dim]", soft_wrap=True)
+            )
+    finally:
+        distributed.shutdown()
+    if not world.is_main:
+        return
     out.print(_table("split", ["part", "size"], [[k, v] for k, v in result.split.items()]))
     parts = [p for p in ("valid", "test") if p in result.metrics]
     names = list(result.metrics[parts[-1]]["metrics"])
@@ -173,12 +196,29 @@ def run(
     out.print(f"run directory: {escape(str(result.run_dir))}")
 
 
+def _relaunch_with_torchrun(nproc: int) -> int:
+    """Run this same command under ``torchrun --standalone --nproc-per-node N``; its exit status."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.call([*launcher, "-m", "recforge", *args])
+
+
+LoadDevice = Annotated[str, typer.Option("--device", help="where the saved model runs: auto, cpu, cuda, mps")]
+
+
 @app.command()
-def evaluate(run_dir: Path) -> None:
+def evaluate(run_dir: Path, device: LoadDevice = "auto") -> None:
     """Re-evaluate a run's saved model on its (re-built) test part."""
     with _progress() as bar:
         task = bar.add_task("evaluating test")
-        res = evaluate_run(run_dir, progress=lambda _t, d, n: bar.update(task, completed=d, total=n))
+        res = evaluate_run(run_dir, progress=lambda _t, d, n: bar.update(task, completed=d, total=n), device=device)
     names = list(res["metrics"])
     out.print(_table(escape(str(run_dir)), ["users", *names], [[res["n_users"], *res["metrics"].values()]]))
 
@@ -191,11 +231,12 @@ def recommend(
     all_users: Annotated[bool, typer.Option("--all-users", help="every training user")] = False,
     k: Annotated[int, typer.Option("-k", min=1, help="list length")] = 10,
     output: Annotated[Path | None, typer.Option("--output", help="write JSON lines here instead of stdout")] = None,
+    device: LoadDevice = "auto",
 ) -> None:
     """Top-k recommendations from a run's model, one JSON object per user (raw ids)."""
     if sum([bool(user), items is not None, all_users]) != 1:
         raise typer.BadParameter("give exactly one of --user, --items or --all-users")
-    _, model = reload_run(run_dir)
+    _, model = reload_run(run_dir, device=device)
     if items is not None:
         ids = model.items_.coerce([s.strip() for s in items.split(",") if s.strip()])
         rows = [{"user_id": None, "history": ids, **_lists(model.recommend_for_history(ids, k))}]

@@ -26,7 +26,7 @@ class FixedScores(BaseRecommender):
     def __init__(self, *, item_scores: tuple[float, ...] = ()):
         self.item_scores = item_scores
 
-    def _fit(self, train, valid) -> None:
+    def _fit(self, train, valid, options) -> None:
         pass
 
     def score(self, history, users=None):
@@ -129,7 +129,7 @@ def test_real_model_results_do_not_depend_on_batch_size():
     from recforge.models.linear import EASE
 
     split = liang2018(load_dataset("ml-100k", download=False).interactions, heldout_users=100)
-    model = EASE(l2=100.0, device="cpu").fit(split.train)
+    model = EASE(l2=100.0).fit(split.train)
     metrics = [NDCG(100), Recall(20), HitRate(5)]
     results = [evaluate_ranking(model, split.test, metrics, batch_size=bs) for bs in (1, 7, 100_000)]
     for res in results[1:]:

@@ -37,10 +37,11 @@ from recforge.models.autoencoders import (
 from recforge.models.base import InvalidParameterError
 from recforge.models.registry import load_model
 from recforge.training.callbacks import BetaAnnealing
+from recforge.training.options import TrainingOptions
 from recforge.training.trainer import StepContext
 from tests.contract import RecommenderContract
 
-SMALL = {"max_epochs": 20, "batch_size": 16, "learning_rate": 1e-2, "device": "cpu", "seed": 3}
+SMALL = {"max_epochs": 20, "batch_size": 16, "learning_rate": 1e-2, "seed": 3}
 
 
 # ====================================================================== contract
@@ -60,7 +61,7 @@ class TestVAEContract(RecommenderContract):
 
 
 class TestMultiDAEContract(RecommenderContract):
-    invalid_params = ({"l2": float("nan")}, {"batch_size": 0}, {"monitor": "not-a-metric"}, {"device": "nope"})
+    invalid_params = ({"l2": float("nan")}, {"batch_size": 0}, {"monitor": "not-a-metric"})
 
     def make_model(self) -> MultiDAE:
         return MultiDAE(hidden_dims=(32, 8), **SMALL)
@@ -184,11 +185,11 @@ def test_liang_annealing_schedule():
 
 
 def test_beta_reaches_the_loss(planted):
-    model = MultiVAE(hidden_dims=(16, 4), beta=0.2, anneal_steps=10, max_epochs=4, batch_size=30, device="cpu")
+    model = MultiVAE(hidden_dims=(16, 4), beta=0.2, anneal_steps=10, max_epochs=4, batch_size=30)
     model.fit(planted.train)
     # 3 batches per epoch: the last step of epoch e is update 3e + 2, so beta logged = min(0.2, (3e + 2) / 10)
     assert [e["beta"] for e in model.training_log_] == pytest.approx([0.2, 0.2, 0.2, 0.2])
-    model = MultiVAE(hidden_dims=(16, 4), beta=0.2, anneal_steps=100, max_epochs=2, batch_size=30, device="cpu")
+    model = MultiVAE(hidden_dims=(16, 4), beta=0.2, anneal_steps=100, max_epochs=2, batch_size=30)
     model.fit(planted.train)
     assert [e["beta"] for e in model.training_log_] == pytest.approx([0.02, 0.05])
     loss = model.training_log_[-1]
@@ -197,7 +198,7 @@ def test_beta_reaches_the_loss(planted):
 
 def test_dae_l2_scaling_matches_vae_cf(planted):
     """loss = nll + l2 / batch_size * sum ||W||^2 (vae_cf: neg_ll + 2 * reg_var with lam = 0.01 / batch_size)."""
-    model = MultiDAE(hidden_dims=(16, 4), l2=0.01, dropout=0.0, max_epochs=1, batch_size=500, device="cpu")
+    model = MultiDAE(hidden_dims=(16, 4), l2=0.01, dropout=0.0, max_epochs=1, batch_size=500)
     model.fit(planted.train)
     module = model.module_
     batch = SparseRows.from_scipy(planted.train.matrix)
@@ -227,14 +228,14 @@ def test_training_and_scoring_never_densify_the_input(planted, monkeypatch):
 
     monkeypatch.setattr(sp.csr_array, "toarray", fail)
     monkeypatch.setattr(torch.Tensor, "to_dense", fail)
-    model = MultiVAE(hidden_dims=(16, 4), max_epochs=2, device="cpu").fit(planted.train)
+    model = MultiVAE(hidden_dims=(16, 4), max_epochs=2).fit(planted.train)
     scores = model.score(planted.train.matrix)
     assert scores.shape == (planted.train.n_users, planted.train.n_items)
     assert model.latent(planted.train.matrix[:5]).shape == (5, 4)
 
 
 def test_vae_scores_use_the_mean_code(planted):
-    model = MultiVAE(hidden_dims=(16, 4), max_epochs=2, device="cpu").fit(planted.train)
+    model = MultiVAE(hidden_dims=(16, 4), max_epochs=2).fit(planted.train)
     history = planted.train.matrix[:6]
     mu = model.latent(history)
     with torch.no_grad():
@@ -306,7 +307,7 @@ def test_item_condition_matrix_reads_lists_scalars_and_missing():
 
 def test_cmultivae_without_conditions_is_a_clear_error(planted):
     with pytest.raises(ValueError, match="item_info"):
-        CMultiVAE(max_epochs=1, device="cpu").fit(planted.train)
+        CMultiVAE(max_epochs=1).fit(planted.train)
 
 
 # ====================================================================== SVAE order
@@ -330,7 +331,7 @@ def test_svae_uses_time_order_and_beats_popularity():
     from recforge.models.popularity import Popularity
 
     split = leave_last_out(_sequence_data(), n_valid=0)
-    model = SVAE(embedding_dim=16, rnn_dim=32, hidden_dim=32, latent_dim=8, max_epochs=15, batch_size=16, device="cpu")
+    model = SVAE(embedding_dim=16, rnn_dim=32, hidden_dim=32, latent_dim=8, max_epochs=15, batch_size=16)
     model.learning_rate = 1e-2
     model.fit(split.train)
     svae = evaluate_ranking(model, split.test, [Recall(3)]).metrics["recall@3"]
@@ -339,7 +340,7 @@ def test_svae_uses_time_order_and_beats_popularity():
 
 
 def test_svae_history_order_known_and_new_users(planted):
-    model = SVAE(embedding_dim=4, rnn_dim=4, hidden_dim=4, latent_dim=2, max_epochs=1, device="cpu")
+    model = SVAE(embedding_dim=4, rnn_dim=4, hidden_dim=4, latent_dim=2, max_epochs=1)
     frame = pd.DataFrame(
         {"user": ["a", "a", "a", "b", "b"], "item": ["x", "y", "z", "z", "x"], "timestamp": [3, 1, 2, 5, 4]}
     )
@@ -361,12 +362,13 @@ def test_interrupted_fit_resumes_to_the_same_model(planted, tmp_path):
     heldout = Interactions.from_csr(planted.heldout, users=planted.train.users, items=planted.train.items)
     valid = EvalPart(planted.train, heldout, known_users=True)
 
-    def make(checkpoint_dir=None):
-        return MultiVAE(hidden_dims=(16, 4), anneal_steps=20, patience=50, checkpoint_dir=checkpoint_dir, **SMALL)
+    def make():
+        return MultiVAE(hidden_dims=(16, 4), anneal_steps=20, patience=50, **SMALL)
 
+    checkpoints = TrainingOptions(checkpoint_dir=tmp_path)
     full = make().fit(planted.train, valid=valid)
 
-    interrupted = make(str(tmp_path))
+    interrupted = make()
     original = interrupted.training_step
 
     def step(module, batch, ctx):
@@ -376,9 +378,10 @@ def test_interrupted_fit_resumes_to_the_same_model(planted, tmp_path):
 
     interrupted.training_step = step
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(planted.train, valid=valid)
+        interrupted.fit(planted.train, valid=valid, options=checkpoints)
     assert (tmp_path / "last.pt").exists()
-    resumed = make(str(tmp_path)).fit(planted.train, valid=valid)
+    resumed = make().fit(planted.train, valid=valid, options=checkpoints)
+    assert not tmp_path.exists()  # a finished training removes its checkpoint
     history = planted.train.matrix
     assert torch.equal(resumed.score(history), full.score(history))
     assert resumed.training_log_ == full.training_log_
@@ -412,7 +415,7 @@ def ml100k_baselines(ml100k_liang):
     from recforge.models.popularity import Popularity
 
     split = ml100k_liang
-    ease = evaluate_ranking(EASE(l2=100.0, device="cpu").fit(split.train), split.test, [NDCG(100)])
+    ease = evaluate_ranking(EASE(l2=100.0).fit(split.train), split.test, [NDCG(100)])
     pop = evaluate_ranking(Popularity().fit(split.train), split.test, [NDCG(100)])
     return ease.metrics["ndcg@100"], pop.metrics["ndcg@100"]
 
@@ -425,7 +428,7 @@ def test_ml100k_close_to_ease_and_well_above_popularity(cls, ml100k_liang, ml100
     split = ml100k_liang
     ease, pop = ml100k_baselines
     assert ease == pytest.approx(0.4737, abs=1e-3)
-    model = cls(max_epochs=120, patience=15, device="cpu").fit(split.train, valid=split.valid)
+    model = cls(max_epochs=120, patience=15).fit(split.train, valid=split.valid)
     ndcg = evaluate_ranking(model, split.test, [NDCG(100)]).metrics["ndcg@100"]
     assert ndcg >= 0.95 * ease and ndcg >= 1.5 * pop, f"{cls.name} {ndcg:.4f} vs EASE {ease:.4f}, pop {pop:.4f}"
     assert len(model.training_log_) < 120 or model.training_log_[-1]["patience"] <= 15
@@ -437,7 +440,7 @@ def test_ml100k_cvae_recommends_only_the_genre(ml100k_liang):
     raw = load_dataset("ml-100k", download=False)
     train = ml100k_liang.train
     train = dataclasses.replace(train, item_info=raw.item_info.reindex(train.items.ids).reset_index())
-    model = CMultiVAE(hidden_dims=(64, 16), max_epochs=2, device="cpu").fit(train)
+    model = CMultiVAE(hidden_dims=(64, 16), max_epochs=2).fit(train)
     assert "Horror" in model.conditions_ and len(model.conditions_) == 18  # "unknown" is no train item's genre
     genres_of = dict(zip(train.items.ids.tolist(), train.item_info["genres"], strict=True))
     for genre in ("Horror", "Documentary", "Film-Noir"):
@@ -459,6 +462,6 @@ def test_ml100k_svae_beats_popularity_on_next_item(ml100k_frame):
     split = leave_last_out(data, n_valid=0)
     pop = evaluate_ranking(Popularity().fit(split.train), split.test, [Recall(10)]).metrics["recall@10"]
     model = SVAE(embedding_dim=64, rnn_dim=64, hidden_dim=64, latent_dim=32, max_length=50, max_epochs=6)
-    model.set_params(batch_size=32, learning_rate=3e-3, device="cpu").fit(split.train)
+    model.set_params(batch_size=32, learning_rate=3e-3).fit(split.train)
     svae = evaluate_ranking(model, split.test, [Recall(10)]).metrics["recall@10"]
     assert svae > 1.2 * pop, f"SVAE recall@10 {svae:.4f} vs popularity {pop:.4f}"

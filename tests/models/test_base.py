@@ -29,7 +29,7 @@ from recforge.models.linear import EASE
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
 from recforge.models.registry import MODELS, create_model, load_model, model_class
-from recforge.training.trainer import resolve_device
+from recforge.training.options import resolve_device
 
 
 class Ramp(BaseRecommender):
@@ -46,7 +46,7 @@ class Ramp(BaseRecommender):
         self.slope = slope
         self.window = window
 
-    def _fit(self, train, valid):
+    def _fit(self, train, valid, options):
         self.ramp_ = torch.arange(train.n_items, dtype=torch.float32) * self.slope
 
     def score(self, history, users=None):

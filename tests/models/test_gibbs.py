@@ -91,11 +91,11 @@ def test_tables_hold_the_average_of_the_kept_samples():
 
 def test_burn_in_must_leave_sweeps_to_average(tiny):  # noqa: F811
     with pytest.raises(ValueError, match="burn_in"):
-        BiasedMF(inference="gibbs", max_epochs=10, burn_in=10, device="cpu").fit(tiny)
+        BiasedMF(inference="gibbs", max_epochs=10, burn_in=10).fit(tiny)
 
 
 # ---------------------------------------------------------------------- MovieLens 100K
-GIBBS = {"inference": "gibbs", "embedding_dim": 10, "max_epochs": 120, "burn_in": 30, "device": "cpu"}
+GIBBS = {"inference": "gibbs", "embedding_dim": 10, "max_epochs": 120, "burn_in": 30}
 
 
 @pytest.fixture(scope="module")

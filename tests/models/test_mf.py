@@ -27,6 +27,7 @@ from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.metrics import RMSE, ndcg_at_k
 from recforge.models.mf import BiasedMF, ClassicMF, CoFiMF, _FactorModule, cofi_cost, solve_ridge_rows
 from recforge.models.ncf import NeuMF
+from recforge.training.options import TrainingOptions
 from tests.conftest import Planted
 from tests.contract import RecommenderContract
 
@@ -49,7 +50,6 @@ INVALID = (
     {"l2": -1.0},
     {"learning_rate": 0.0},
     {"max_epochs": 0},
-    {"device": "no-such-device"},
 )
 
 
@@ -57,33 +57,33 @@ class TestCoFiMFContract(ExplicitContract):
     invalid_params = (*INVALID, {"steps_per_epoch": 0})
 
     def make_model(self) -> CoFiMF:
-        return CoFiMF(embedding_dim=8, l2=1.0, learning_rate=0.1, max_epochs=10, steps_per_epoch=5, device="cpu")
+        return CoFiMF(embedding_dim=8, l2=1.0, learning_rate=0.1, max_epochs=10, steps_per_epoch=5)
 
 
 class TestClassicMFContract(ExplicitContract):
     invalid_params = (*INVALID, {"optimizer": "rmsprop"}, {"init_std": 0.0})
 
     def make_model(self) -> ClassicMF:
-        return ClassicMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25, device="cpu")
+        return ClassicMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25)
 
 
 class TestBiasedMFContract(ExplicitContract):
     invalid_params = (*INVALID, {"bias_l2": -0.1}, {"batch_size": 0})
 
     def make_model(self) -> BiasedMF:
-        return BiasedMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25, device="cpu")
+        return BiasedMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25)
 
 
 class TestBiasedMFGibbsContract(ExplicitContract):
     invalid_params = (*INVALID, {"inference": "variational"}, {"burn_in": -1})
 
     def make_model(self) -> BiasedMF:
-        return BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0, device="cpu")
+        return BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0)
 
 
 class TestClassicMFGibbsContract(ExplicitContract):
     def make_model(self) -> ClassicMF:
-        return ClassicMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0, device="cpu")
+        return ClassicMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0)
 
 
 # ---------------------------------------------------------------------- small hand-made data
@@ -121,7 +121,7 @@ def test_cofi_cost_on_a_2x3_example():
 
 
 def test_cofimf_loss_is_the_cost_of_its_parameters(tiny):
-    model = CoFiMF(embedding_dim=3, l2=0.7, mean_normalization=False, max_epochs=1, steps_per_epoch=1, device="cpu")
+    model = CoFiMF(embedding_dim=3, l2=0.7, mean_normalization=False, max_epochs=1, steps_per_epoch=1)
     model.fit(tiny)
     m = model.module_
     x, w, b = m.item_features.detach(), m.user_weights.detach(), m.user_bias.detach()
@@ -138,7 +138,7 @@ def test_cofimf_loss_is_the_cost_of_its_parameters(tiny):
 
 
 def test_cofimf_mean_normalization_adds_item_means_back(tiny):
-    model = CoFiMF(embedding_dim=2, max_epochs=1, steps_per_epoch=1, device="cpu").fit(tiny)
+    model = CoFiMF(embedding_dim=2, max_epochs=1, steps_per_epoch=1).fit(tiny)
     offset = model.module_.item_offset.numpy()
     np.testing.assert_allclose(offset, [4.0, 2.5, 10.0 / 3.0], rtol=1e-6)  # items 1, 2, 3
     m = model.module_
@@ -148,7 +148,7 @@ def test_cofimf_mean_normalization_adds_item_means_back(tiny):
 
 
 def test_biasedmf_prediction_is_mu_plus_biases_plus_dot(tiny):
-    model = BiasedMF(embedding_dim=4, learning_rate=0.05, batch_size=4, max_epochs=5, clip=False, device="cpu")
+    model = BiasedMF(embedding_dim=4, learning_rate=0.05, batch_size=4, max_epochs=5, clip=False)
     model.fit(tiny)
     m = model.module_
     u, i = tiny.users.index(["b", "d"]), tiny.items.index([3, 2])
@@ -187,7 +187,7 @@ def test_hand_written_gradient_matches_autograd():
 
 
 def test_classicmf_has_no_biases(tiny):
-    model = ClassicMF(embedding_dim=4, max_epochs=2, batch_size=4, clip=False, device="cpu").fit(tiny)
+    model = ClassicMF(embedding_dim=4, max_epochs=2, batch_size=4, clip=False).fit(tiny)
     m = model.module_
     assert not hasattr(m, "user_bias") and not hasattr(m, "item_bias")
     expected = (m.global_mean + (m.user_factors.weight[0] * m.item_factors.weight[1]).sum()).detach()
@@ -199,7 +199,7 @@ def test_sparse_gradient_optimisers_learn(planted, optimizer, learning_rate, bat
     data = explicit_planted(planted).train
     model = BiasedMF(
         embedding_dim=8, l2=0.01, learning_rate=learning_rate, batch_size=batch_size, max_epochs=15, optimizer=optimizer
-    ).set_params(device="cpu")
+    )
     model.fit(data)
     assert model.module_.user_factors.sparse
     log = model.training_log_
@@ -209,13 +209,13 @@ def test_sparse_gradient_optimisers_learn(planted, optimizer, learning_rate, bat
 
 
 def test_predictions_are_clipped_to_the_training_range(tiny):
-    model = BiasedMF(embedding_dim=4, learning_rate=0.5, batch_size=2, max_epochs=30, device="cpu").fit(tiny)
+    model = BiasedMF(embedding_dim=4, learning_rate=0.5, batch_size=2, max_epochs=30).fit(tiny)
     pred = model.predict_indices(np.repeat(np.arange(4), 3), np.tile(np.arange(3), 4))
     assert float(pred.min()) >= 1.0 and float(pred.max()) <= 5.0
 
 
 def test_unknown_ids_and_bad_pairs(tiny):
-    model = BiasedMF(embedding_dim=2, max_epochs=1, device="cpu").fit(tiny)
+    model = BiasedMF(embedding_dim=2, max_epochs=1).fit(tiny)
     with pytest.raises(UnknownIdError, match="zz"):
         model.predict(["a", "zz"], [1, 2])
     with pytest.raises(UnknownIdError, match="99"):
@@ -247,7 +247,7 @@ def test_solve_ridge_rows_matches_a_per_row_solve():
 
 
 def test_biasedmf_fold_in_solves_the_users_ridge_problem(tiny):
-    model = BiasedMF(embedding_dim=3, l2=0.2, bias_l2=0.05, max_epochs=3, batch_size=4, device="cpu").fit(tiny)
+    model = BiasedMF(embedding_dim=3, l2=0.2, bias_l2=0.05, max_epochs=3, batch_size=4).fit(tiny)
     m = model.module_
     row = sp.csr_array(([5.0, 1.0], [0, 2], [0, 2]), shape=(1, 3))
     scores = model.score(row, None)[0].numpy()
@@ -262,7 +262,7 @@ def test_biasedmf_fold_in_solves_the_users_ridge_problem(tiny):
 
 def test_recommend_for_history_uses_ratings(planted):
     data = explicit_planted(planted)
-    model = BiasedMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25, device="cpu")
+    model = BiasedMF(embedding_dim=8, l2=0.01, learning_rate=0.05, batch_size=64, max_epochs=25)
     model.fit(data.train)
     block0 = data.train.items.ids[planted.item_group == 0][:4]
     block1 = data.train.items.ids[planted.item_group == 1][:4]
@@ -279,9 +279,9 @@ def test_recommend_for_history_uses_ratings(planted):
 def test_early_stopping_on_validation_rmse_keeps_the_best_epoch(planted):
     data = explicit_planted(planted).train
     split = random_split(data, test=0.2, seed=0)
-    model = BiasedMF(
-        embedding_dim=8, l2=0.0, learning_rate=0.1, batch_size=32, max_epochs=40, patience=2, device="cpu"
-    ).fit(split.train, valid=split.test)
+    model = BiasedMF(embedding_dim=8, l2=0.0, learning_rate=0.1, batch_size=32, max_epochs=40, patience=2).fit(
+        split.train, valid=split.test
+    )
     log = model.training_log_
     assert {"valid_rmse", "valid_mae", "train_mse"} <= set(log[0])
     best = min(e["valid_rmse"] for e in log)
@@ -303,7 +303,7 @@ def u1():
     return predefined_split(train, test)
 
 
-ML_PARAMS = {"embedding_dim": 64, "max_epochs": 25, "device": "cpu"}
+ML_PARAMS = {"embedding_dim": 64, "max_epochs": 25}
 
 
 @pytest.fixture(scope="module")
@@ -351,16 +351,17 @@ def test_fold_in_recommends_as_well_as_training_the_user(u1, u1_biasedmf):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda d: BiasedMF(embedding_dim=4, batch_size=64, max_epochs=6, checkpoint_dir=d, device="cpu"),
-        lambda d: BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=8, burn_in=2, checkpoint_dir=d, device="cpu"),
-        lambda d: NeuMF(embedding_dim=4, layers=(8, 4), batch_size=64, max_epochs=6, checkpoint_dir=d, device="cpu"),
+        lambda: BiasedMF(embedding_dim=4, batch_size=64, max_epochs=6),
+        lambda: BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=8, burn_in=2),
+        lambda: NeuMF(embedding_dim=4, layers=(8, 4), batch_size=64, max_epochs=6),
     ],
     ids=["biasedmf-adam", "biasedmf-gibbs", "neumf"],
 )
 def test_interrupted_fit_resumes_to_the_same_model(planted, tmp_path, make):
     train = explicit_planted(planted).train
-    full = make(None).fit(train)
-    interrupted = make(str(tmp_path))
+    checkpoints = TrainingOptions(checkpoint_dir=tmp_path)
+    full = make().fit(train)
+    interrupted = make()
     original = interrupted.training_step
 
     def step(module, batch, ctx):
@@ -370,9 +371,9 @@ def test_interrupted_fit_resumes_to_the_same_model(planted, tmp_path, make):
 
     interrupted.training_step = step
     with pytest.raises(KeyboardInterrupt):
-        interrupted.fit(train)
+        interrupted.fit(train, options=checkpoints)
     assert (tmp_path / "last.pt").exists()
-    resumed = make(str(tmp_path)).fit(train)
+    resumed = make().fit(train, options=checkpoints)
     assert torch.equal(
         resumed.score(train.matrix, np.arange(train.n_users)), full.score(train.matrix, np.arange(train.n_users))
     )

@@ -19,7 +19,7 @@ from tests.conftest import Planted
 from tests.contract import RecommenderContract
 from tests.models.test_mf import ExplicitContract, explicit_planted
 
-COMMON = {"batch_size": 64, "device": "cpu"}
+COMMON = {"batch_size": 64}
 INVALID = (
     {"loss": "hinge"},
     {"n_negatives": 0},

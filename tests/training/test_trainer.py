@@ -8,7 +8,14 @@ import torch
 from torch import nn
 
 from recforge.training.callbacks import Callback, Checkpoint, EarlyStopping, History
+from recforge.training.options import TrainingOptions
 from recforge.training.trainer import StepContext, Trainer
+
+CPU = TrainingOptions(device="cpu")
+
+
+def CPU_CHECKPOINTS(folder):
+    return TrainingOptions(device="cpu", checkpoint_dir=folder)
 
 
 class Regression:
@@ -55,7 +62,7 @@ def weights(module):
 def test_learns_and_logs_history():
     task = Regression()
     history = History()
-    module = Trainer(max_epochs=30, seed=1, callbacks=[history], validate=validate_mse(task), device="cpu").fit(task)
+    module = Trainer(max_epochs=30, seed=1, callbacks=[history], validate=validate_mse(task), options=CPU).fit(task)
     assert history.column("valid_mse")[-1] < 0.05 * history.column("valid_mse")[0]
     assert set(history.epochs[0]) >= {"epoch", "train_loss", "train_mse", "valid_mse"}
     assert not module.training
@@ -63,7 +70,7 @@ def test_learns_and_logs_history():
 
 def test_same_seed_same_weights_other_seed_differs():
     def run(seed):
-        return weights(Trainer(max_epochs=3, seed=seed, device="cpu").fit(Regression()))
+        return weights(Trainer(max_epochs=3, seed=seed, options=CPU).fit(Regression()))
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
@@ -86,7 +93,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path):
 
     task = Regression()
     full_cbs = callbacks()
-    full = Trainer(max_epochs=6, seed=3, callbacks=full_cbs, validate=validate_mse(task), device="cpu").fit(task)
+    full = Trainer(max_epochs=6, seed=3, callbacks=full_cbs, validate=validate_mse(task), options=CPU).fit(task)
 
     interrupted = [*callbacks(), Interrupt(at_epoch=3)]
     with pytest.raises(KeyboardInterrupt):
@@ -95,12 +102,11 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path):
             seed=3,
             callbacks=interrupted,
             validate=validate_mse(task),
-            device="cpu",
-            checkpoint_dir=tmp_path,
+            options=CPU_CHECKPOINTS(tmp_path),
         ).fit(Regression())
     resumed_cbs = [*callbacks(), Interrupt(at_epoch=-1)]
     resumed = Trainer(
-        max_epochs=6, seed=3, callbacks=resumed_cbs, validate=validate_mse(task), device="cpu", checkpoint_dir=tmp_path
+        max_epochs=6, seed=3, callbacks=resumed_cbs, validate=validate_mse(task), options=CPU_CHECKPOINTS(tmp_path)
     ).fit(Regression())
     assert torch.equal(weights(full), weights(resumed))
     assert full_cbs[2].epochs == resumed_cbs[2].epochs  # the history survives the restart
@@ -108,7 +114,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path):
 
 def test_two_optimisers_alternate_per_batch():
     task = Regression(n_optimizers=2)
-    Trainer(max_epochs=1, device="cpu").fit(task)
+    Trainer(max_epochs=1, options=CPU).fit(task)
     assert task.seen_indices[:4] == [0, 1, 0, 1] and len(task.seen_indices) == 2 * 16
 
 
@@ -118,7 +124,7 @@ def test_non_finite_loss_is_reported():
             return torch.tensor(float("nan"), requires_grad=True)
 
     with pytest.raises(FloatingPointError, match="epoch 0"):
-        Trainer(max_epochs=1, device="cpu").fit(Exploding())
+        Trainer(max_epochs=1, options=CPU).fit(Exploding())
 
 
 def test_grad_clipping_bounds_the_update():
@@ -133,14 +139,14 @@ def test_grad_clipping_bounds_the_update():
         def configure_optimizers(self, module):
             return [torch.optim.SGD(module.parameters(), lr=1.0)]
 
-    Trainer(max_epochs=1, device="cpu", grad_clip=1.0).fit(OneBatch(), module)
+    Trainer(max_epochs=1, options=CPU, grad_clip=1.0).fit(OneBatch(), module)
     assert float((weights(module) - before).norm()) <= 1.0 + 1e-5
 
 
 def test_bfloat16_autocast_on_cpu_runs():
     task = Regression()
     history = History()
-    Trainer(max_epochs=2, device="cpu", amp=True, callbacks=[history]).fit(task)
+    Trainer(max_epochs=2, options=TrainingOptions(device="cpu", amp=True), callbacks=[history]).fit(task)
     assert np.isfinite(history.column("train_loss")).all()
 
 
@@ -171,16 +177,16 @@ def test_optimiser_free_task_updates_itself_seeded_and_resumable(tmp_path):
     history = History()
     with torch.no_grad():
         start_mse = validate_mse(task)(task.build_module())["mse"]
-    full = Trainer(max_epochs=5, seed=3, callbacks=[history], validate=validate_mse(task), device="cpu").fit(task)
+    full = Trainer(max_epochs=5, seed=3, callbacks=[history], validate=validate_mse(task), options=CPU).fit(task)
     assert history.column("valid_mse")[-1] < 1e-3 * start_mse
     assert "train_mse" in history.epochs[0]
-    assert torch.equal(weights(full), weights(Trainer(max_epochs=5, seed=3, device="cpu").fit(NoisyLeastSquares())))
+    assert torch.equal(weights(full), weights(Trainer(max_epochs=5, seed=3, options=CPU).fit(NoisyLeastSquares())))
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(max_epochs=5, seed=3, callbacks=[Interrupt(at_epoch=2)], device="cpu", checkpoint_dir=tmp_path).fit(
+        Trainer(max_epochs=5, seed=3, callbacks=[Interrupt(at_epoch=2)], options=CPU_CHECKPOINTS(tmp_path)).fit(
             NoisyLeastSquares()
         )
-    resumed = Trainer(
-        max_epochs=5, seed=3, callbacks=[Interrupt(at_epoch=-1)], device="cpu", checkpoint_dir=tmp_path
-    ).fit(NoisyLeastSquares())
+    resumed = Trainer(max_epochs=5, seed=3, callbacks=[Interrupt(at_epoch=-1)], options=CPU_CHECKPOINTS(tmp_path)).fit(
+        NoisyLeastSquares()
+    )
     assert torch.equal(weights(full), weights(resumed))

@@ -18,7 +18,9 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from recforge import distributed
 from recforge.data.splits import EvalPart
+from recforge.distributed import World
 from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.metrics.ranking import coverage_counts, hit_rate_from_rank, ndcg_from_rank, rank_of_target
 
@@ -104,16 +106,21 @@ def evaluate_ranking(
     batch_size: int | None = None,
     coverage: bool = False,
     progress: Callable[[int], None] | None = None,
+    world: World | None = None,
 ) -> EvaluationResult:
     """Full-ranking top-k evaluation of the users of ``part`` that have at least one target item.
 
     ``metrics`` are metric objects with a ``k`` (e.g. ``NDCG(100)``); the top ``max(k)`` is
     computed once per block. ``coverage`` adds item coverage at the largest k (an aggregate, not
     a per-user value). ``progress`` is called with the number of users finished after each block.
+    ``world`` with several processes (every rank calling this with the same model and part) shards the users
+    across the ranks and gathers their per-user values: every rank returns the one-process result.
     """
     if not metrics:
         raise ValueError("evaluate_ranking needs at least one metric")
-    users = np.flatnonzero(part.target.user_counts() > 0)
+    all_users = np.flatnonzero(part.target.user_counts() > 0)
+    sharded = world is not None and world.parallel
+    users = np.array_split(all_users, world.size)[world.rank] if sharded else all_users
     max_k = max(m.k for m in metrics)
     device = _model_device(model)
     batch_size = batch_size or auto_batch_size(part.history.n_items, device)
@@ -137,6 +144,10 @@ def evaluate_ranking(
     per_user = pd.DataFrame({"user": part.target.users.ids_of(users)})
     for name, chunks in values.items():
         per_user[name] = torch.cat(chunks).numpy() if chunks else np.array([], dtype=np.float64)
+    if sharded:
+        per_user = pd.concat(distributed.gather(per_user), ignore_index=True)
+        covered = torch.stack(distributed.gather(covered)).any(0)
+        users = all_users
     means = {name: float(np.nanmean(per_user[name])) if len(users) else float("nan") for name in values}
     if coverage:
         means[f"coverage@{max_k}"] = float(covered.float().mean())

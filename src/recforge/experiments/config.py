@@ -1,9 +1,10 @@
 """Validated experiment configuration, read from TOML and/or ``section.key=value`` overrides.
 
-An experiment is: a data source with filters, a split protocol, a model and the metrics to
-report. Split and model parameters are free-form here and are checked against the split
-function's and the model's own signatures when the experiment is built, so that an unknown
-or out-of-range value is reported by its dotted name (``model.l2``) before any work starts.
+An experiment is: a data source with filters, a split protocol, a model, how it is trained
+(``[training]``: device, precision, checkpoints) and the metrics to report. Split and model
+parameters are free-form here and are checked against the split function's and the model's own
+signatures when the experiment is built, so that an unknown or out-of-range value is reported
+by its dotted name (``model.l2``) before any work starts.
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ class EvaluationConfig(_Section):
     coverage: bool = False
 
 
+class TrainingConfig(_Section):
+    """How the model is trained: not hyper-parameters, never saved with the model (``--set training.device=cuda``)."""
+
+    device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    amp: bool = Field(False, description="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    checkpoints: bool = Field(True, description="checkpoint every epoch so that a rerun resumes an interrupted run")
+    checkpoint_dir: Path | None = Field(None, description="default: <output_dir>/.checkpoints/<config hash>")
+    resume: Literal["auto", "never", "strict"] = Field(
+        "auto", description="auto: resume a matching checkpoint, else start afresh; strict: refuse a mismatch"
+    )
+
+
 class RunConfig(_Section):
     output_dir: Path = Path("runs")
     name: str | None = None
@@ -91,6 +104,7 @@ class ExperimentConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
     def to_json(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ dotted name before any data is read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
+from recforge import distributed
 from recforge.data import filters
 from recforge.data.datasets import dataset_info, load_dataset
 from recforge.data.interactions import Interactions
@@ -32,6 +33,7 @@ from recforge.metrics import parse_metric
 from recforge.metrics.rating import MAE, RMSE, RoundedAccuracy
 from recforge.models.base import BaseRecommender, InvalidParameterError
 from recforge.models.registry import create_model, load_model, model_class
+from recforge.training.options import TrainingOptions
 
 PREDEFINED_PARAMS = ("fold", "train_path", "test_path", "valid_path", "valid_fraction", "seed")
 """Parameters of the ``predefined`` protocol: an official ML-100K fold or train/test(/valid) files."""
@@ -161,23 +163,37 @@ def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
 
 
 def build_model(cfg: ExperimentConfig) -> BaseRecommender:
-    """The configured model; a trainable one checkpoints under ``output_dir/.checkpoints/<config hash>``,
-    so running the same experiment again after an interruption resumes where it stopped."""
+    """The configured model (its seed defaults to the run seed)."""
     params = dict(cfg.model.params)
-    specs = model_class(cfg.model.name).param_specs()
-    if "seed" in specs:
+    if "seed" in model_class(cfg.model.name).param_specs():
         params.setdefault("seed", cfg.run.seed)
-    if "checkpoint_dir" in specs:
-        params.setdefault("checkpoint_dir", str(checkpoint_dir(cfg)))
     return create_model(cfg.model.name, **params)
 
 
 def checkpoint_dir(cfg: ExperimentConfig) -> Path:
-    """Where an experiment's training checkpoints live until it finishes (a hash of its config)."""
+    """Where an experiment's training checkpoints live until it finishes: ``training.checkpoint_dir``, else a
+    folder named by a hash of the config (without the run name and the training set-up), so that running the same
+    experiment again after an interruption resumes where it stopped. What is in it is resumed only when it was
+    trained on the same data with the same hyper-parameters (its fingerprint)."""
+    if cfg.training.checkpoint_dir is not None:
+        return cfg.training.checkpoint_dir
     config = cfg.to_json()
     config["run"].pop("name", None)
+    config.pop("training", None)
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return Path(cfg.run.output_dir) / ".checkpoints" / digest
+
+
+def training_options(cfg: ExperimentConfig, *, log: Callable[[str], None] | None = None) -> TrainingOptions:
+    """The :class:`TrainingOptions` of the ``[training]`` section; ``log`` receives a line per epoch."""
+    t = cfg.training
+    return TrainingOptions(
+        device=t.device,
+        amp=t.amp,
+        checkpoint_dir=checkpoint_dir(cfg) if t.checkpoints else None,
+        resume=t.resume,
+        log=log,
+    )
 
 
 RATING_METRICS = {"rmse": RMSE, "mae": MAE, "rounded_accuracy": RoundedAccuracy}
@@ -200,7 +216,13 @@ def evaluate_part(
 
     out = {
         "ranking": evaluate_ranking(
-            model, part, metrics, batch_size=cfg.evaluation.batch_size, coverage=cfg.evaluation.coverage, progress=step
+            model,
+            part,
+            metrics,
+            batch_size=cfg.evaluation.batch_size,
+            coverage=cfg.evaluation.coverage,
+            progress=step,
+            world=distributed.world(),
         )
     }
     if part.target.explicit and hasattr(model, "predict_indices") and part.known_users:
@@ -220,74 +242,91 @@ def _merge(results: dict[str, EvaluationResult]) -> dict[str, Any]:
 def run_experiment(
     cfg: ExperimentConfig, *, progress: Progress | None = None, log: Callable[[str], None] | None = None
 ) -> ExperimentResult:
-    """Run one experiment and write its run directory (atomically) and registry entry."""
+    """Run one experiment and write its run directory (atomically) and registry entry.
+
+    In several processes (``torchrun``) every rank reads the data, trains its share and evaluates its share of
+    the users; rank 0 alone writes the run directory and the registry row and reports progress.
+    """
     check_config(cfg)
-    torch.manual_seed(cfg.run.seed)
+    rank = distributed.world()
     label = f"{cfg.data.dataset or Path(str(cfg.data.path)).stem}-{cfg.model.name}"
-    run_id = cfg.run.name or new_run_id(label)
+    run_id = distributed.broadcast(cfg.run.name or new_run_id(label))
+    if not rank.is_main:
+        progress = log = None
+    writing = run_directory(cfg.run.output_dir, run_id) if rank.is_main else contextlib.nullcontext(None)
 
-    def note(message: str) -> None:
-        writer.log(message)
-        if log is not None:
-            log(message)
+    with writing as writer:
 
-    with run_directory(cfg.run.output_dir, run_id) as writer:
-        writer.write_json("config.json", cfg.to_json())
+        def note(message: str) -> None:
+            if writer is not None:
+                writer.log(message)
+            if log is not None:
+                log(message)
+
+        if writer is not None:
+            writer.write_json("config.json", cfg.to_json())
         t0 = time.perf_counter()
         raw = load_raw(cfg)
         frame = prepare_events(cfg, raw)
         note(f"read {len(raw.interactions):,} events, {len(frame):,} after filters ({time.perf_counter() - t0:.1f}s)")
         split = make_split(cfg, raw, frame)
         summary = split.summary()
-        writer.write_json("split.json", summary)
         note(f"split {cfg.split.protocol}: {json.dumps(summary)}")
         model = build_model(cfg)
+        options = training_options(cfg, log=note)
+        if rank.parallel:
+            note(f"training on {rank.size} processes (global batch = {rank.size} x batch_size)")
         t0 = time.perf_counter()
-        model.fit(split.train, valid=split.valid)
+        model.fit(split.train, valid=split.valid, options=options)
         fit_seconds = time.perf_counter() - t0
         note(f"fitted {model!r} in {fit_seconds:.1f}s")
-        model.save(writer.path / "model")
         results: dict[str, dict[str, Any]] = {}
-        log_rows = getattr(model, "training_log_", None)
-        if log_rows:
-            pd.DataFrame(log_rows).to_csv(writer.path / "training_log.csv", index=False)
         for name, part in (("valid", split.valid), ("test", split.test)):
             if part is None:
                 continue
             t0 = time.perf_counter()
             res = evaluate_part(model, part, cfg, progress=progress, task=f"evaluating {name}")
             results[name] = {**_merge(res), "seconds": round(time.perf_counter() - t0, 3)}
-            for kind, r in res.items():
-                suffix = "" if kind == "ranking" else f"_{kind}"
-                r.per_user.to_csv(writer.path / f"per_user_{name}{suffix}.csv", index=False)
             note(f"{name}: {json.dumps(results[name]['metrics'])}")
+            if writer is not None:
+                for kind, r in res.items():
+                    suffix = "" if kind == "ranking" else f"_{kind}"
+                    r.per_user.to_csv(writer.path / f"per_user_{name}{suffix}.csv", index=False)
         results["fit"] = {"seconds": round(fit_seconds, 3)}
-        writer.write_json("metrics.json", results)
-    shutil.rmtree(checkpoint_dir(cfg), ignore_errors=True)
-    RunRegistry(cfg.run.output_dir).add(
-        run_id,
-        dataset=label,
-        split=cfg.split.protocol,
-        model=cfg.model.name,
-        metrics=results.get("test", {}).get("metrics", {}),
-        path=writer.final_path,
-    )
-    return ExperimentResult(writer.final_path, summary, results)
+        if writer is not None:
+            writer.write_json("split.json", summary)
+            model.save(writer.path / "model")
+            log_rows = getattr(model, "training_log_", None)
+            if log_rows:
+                pd.DataFrame(log_rows).to_csv(writer.path / "training_log.csv", index=False)
+            writer.write_json("metrics.json", results)
+    run_dir = Path(cfg.run.output_dir) / run_id
+    if rank.is_main:
+        shutil.rmtree(checkpoint_dir(cfg), ignore_errors=True)
+        RunRegistry(cfg.run.output_dir).add(
+            run_id,
+            dataset=label,
+            split=cfg.split.protocol,
+            model=cfg.model.name,
+            metrics=results.get("test", {}).get("metrics", {}),
+            path=run_dir,
+        )
+    return ExperimentResult(run_dir, summary, results)
 
 
-def reload_run(run_dir: str | Path) -> tuple[ExperimentConfig, BaseRecommender]:
-    """The validated config and the saved model of a run directory."""
+def reload_run(run_dir: str | Path, *, device: str = "auto") -> tuple[ExperimentConfig, BaseRecommender]:
+    """The validated config and the saved model of a run directory, loaded onto ``device``."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a recforge run directory (no config.json)")
     cfg = ExperimentConfig.model_validate(json.loads(config_path.read_text()))
-    return cfg, load_model(run_dir / "model")
+    return cfg, load_model(run_dir / "model", device=device)
 
 
-def evaluate_run(run_dir: str | Path, *, progress: Progress | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, *, progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
     """Rebuild the run's split (deterministic under its seed) and evaluate the saved model on the test part."""
-    cfg, model = reload_run(run_dir)
+    cfg, model = reload_run(run_dir, device=device)
     raw = load_raw(cfg)
     split = make_split(cfg, raw, prepare_events(cfg, raw))
     return _merge(evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test"))

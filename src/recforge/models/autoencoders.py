@@ -38,7 +38,7 @@ from torch import nn
 
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import ConditionedRows, Sequences, UserRows, pad_sequences
-from recforge.models.base import Device, csr_to_torch
+from recforge.models.base import csr_to_torch
 from recforge.models.neural import Monitor, TorchRecommender
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext
@@ -386,8 +386,6 @@ class AE(_RowAutoencoder):
         patience: Annotated[int, pydantic.Field(ge=0)] = 20,
         monitor: Monitor = "ndcg@100",
         grad_clip: GradClip = None,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: Seed = 0,
     ):
         self._store_params(locals())
@@ -426,8 +424,6 @@ class VAE(_RowAutoencoder):
         patience: Annotated[int, pydantic.Field(ge=0)] = 20,
         monitor: Monitor = "ndcg@100",
         grad_clip: GradClip = None,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: Seed = 0,
     ):
         self._store_params(locals())
@@ -464,8 +460,6 @@ class MultiDAE(_RowAutoencoder):
         patience: Annotated[int, pydantic.Field(ge=0)] = 20,
         monitor: Monitor = "ndcg@100",
         grad_clip: GradClip = None,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: Seed = 0,
     ):
         self._store_params(locals())
@@ -510,8 +504,6 @@ class MultiVAE(_RowAutoencoder):
         patience: Annotated[int, pydantic.Field(ge=0)] = 20,
         monitor: Monitor = "ndcg@100",
         grad_clip: GradClip = None,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: Seed = 0,
     ):
         self._store_params(locals())
@@ -579,8 +571,6 @@ class CMultiVAE(MultiVAE):
         patience: Annotated[int, pydantic.Field(ge=0)] = 20,
         monitor: Monitor = "ndcg@100",
         grad_clip: GradClip = None,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: Seed = 0,
     ):
         super().__init__(
@@ -595,8 +585,6 @@ class CMultiVAE(MultiVAE):
             patience=patience,
             monitor=monitor,
             grad_clip=grad_clip,
-            checkpoint_dir=checkpoint_dir,
-            device=device,
             seed=seed,
         )
         self.condition_col = condition_col
@@ -799,8 +787,6 @@ class SVAE(TorchRecommender):
         patience: Annotated[int, pydantic.Field(ge=0)] = 5,
         monitor: Monitor = "ndcg@100",
         grad_clip: GradClip = None,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: Seed = 0,
     ):
         self._store_params(locals())

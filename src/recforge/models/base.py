@@ -18,7 +18,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pydantic
@@ -29,24 +29,14 @@ from safetensors.torch import load_file, save_file
 from recforge.data.ids import IdMap
 from recforge.data.interactions import Interactions
 from recforge.evaluation.ranking import exclude_items_, top_k
+from recforge.training.options import TrainingOptions, resolve_device
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
 
-FORMAT_VERSION = 1
-
-
-def _check_device(value: str) -> str:
-    if value != "auto":
-        try:
-            torch.device(value)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"not a torch device: {exc}") from None
-    return value
-
-
-Device = Annotated[str, pydantic.AfterValidator(_check_device)]
-"""A ``device`` hyper-parameter: ``"auto"`` (CUDA, then MPS, then CPU) or any string :class:`torch.device` takes."""
+FORMAT_VERSION = 2
+#: Keys that models saved before format 2 kept among their hyper-parameters; they are training options now.
+_FORMER_TRAINING_OPTIONS = ("device", "checkpoint_dir", "amp")
 
 
 class NotFittedError(RuntimeError):
@@ -68,7 +58,9 @@ Recommendation = list[tuple[Any, float]]
 class Recommender(Protocol):
     """What the evaluator, CLI, tuner and server rely on."""
 
-    def fit(self, train: Interactions, *, valid: EvalPart | None = None) -> Self: ...
+    def fit(
+        self, train: Interactions, *, valid: EvalPart | None = None, options: TrainingOptions | None = None
+    ) -> Self: ...
 
     def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor: ...
 
@@ -160,8 +152,15 @@ class BaseRecommender(ABC):
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train: Interactions, *, valid: EvalPart | None = None) -> Self:
-        """Learn from ``train``; ``valid`` (if the family uses it) drives early stopping and checkpoints."""
+    def fit(
+        self, train: Interactions, *, valid: EvalPart | None = None, options: TrainingOptions | None = None
+    ) -> Self:
+        """Learn from ``train``; ``valid`` (if the family uses it) drives early stopping and the best checkpoint.
+
+        ``options`` say how and where to train (device, checkpoint folder, callbacks, mixed precision,
+        processes: :class:`~recforge.training.options.TrainingOptions`); they are not saved with the model.
+        """
+        options = options or TrainingOptions()
         self.validate_params(self.get_params())
         if train.nnz == 0:
             raise ValueError("cannot fit on an empty training set")
@@ -170,12 +169,13 @@ class BaseRecommender(ABC):
         self.users_ = train.users
         self.items_ = train.items
         self.history_ = train.matrix
-        self._fit(train, valid)
+        self.device_ = resolve_device(options.device)
+        self._fit(train, valid, options)
         return self
 
     @abstractmethod
-    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
-        """Family-specific learning."""
+    def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
+        """Family-specific learning, on ``self.device_``."""
 
     def check_fitted(self) -> None:
         """Raise :class:`NotFittedError` unless ``fit`` or ``load`` ran."""
@@ -340,8 +340,8 @@ class BaseRecommender(ABC):
             raise
 
     @classmethod
-    def load(cls, path: str | Path) -> Self:
-        """Read a directory written by :meth:`save` (no pickle anywhere)."""
+    def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> Self:
+        """Read a directory written by :meth:`save` (no pickle anywhere) onto ``device``, wherever it was trained."""
         path = Path(path)
         try:
             config = json.loads((path / "config.json").read_text())
@@ -352,7 +352,12 @@ class BaseRecommender(ABC):
             ) from None
         if cls.name and config.get("model") != cls.name:
             raise ValueError(f"{path} holds a {config.get('model')!r} model, not {cls.name!r}")
-        model = cls(**cls.validate_params(config["params"]))
+        params = dict(config["params"])
+        if config.get("format", 1) < 2:
+            for key in _FORMER_TRAINING_OPTIONS:
+                params.pop(key, None)
+        model = cls(**cls.validate_params(params))
+        model.device_ = resolve_device(device)
         model.users_ = IdMap.from_json(ids["users"])
         model.items_ = IdMap.from_json(ids["items"])
         tensors = load_file(str(path / "weights.safetensors"))

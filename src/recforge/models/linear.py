@@ -18,11 +18,11 @@ import torch
 from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
-from recforge.models.base import BaseRecommender, Device
-from recforge.training.trainer import resolve_device
+from recforge.models.base import BaseRecommender
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
+    from recforge.training.options import TrainingOptions
 
 T = TypeVar("T")
 
@@ -133,13 +133,11 @@ class EASE(BaseRecommender):
         self,
         *,
         l2: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] = 500.0,
-        device: Device = "auto",
     ):
         self._store_params(locals())
 
-    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
-        device = resolve_device(self.device)
-        gram = dense_item_gram(train.matrix, device)
+    def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
+        gram = dense_item_gram(train.matrix, self.device_)
         gram.diagonal().add_(float(self.l2))
         self._set_weights(ease_weights_(gram))
 
@@ -194,7 +192,7 @@ class EASE(BaseRecommender):
         return {"weights": self.item_weights()}
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self._set_weights(tensors["weights"].to(resolve_device(self.device), torch.float32))
+        self._set_weights(tensors["weights"].to(self.device_, torch.float32))
 
 
 def ease_weights_(gram: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@ They share :class:`RatingRecommender`, the half every rating model of recforge (
 on the validation RMSE, and ``recommend_for_history`` with ratings. Ranking uses the predicted rating
 (unclipped) as the score.
 
-``checkpoint_dir`` makes training resumable: an interrupted ``fit`` of the same model continues from the last
-epoch (or Gibbs sweep) saved there, with the same result as an uninterrupted one.
+A ``checkpoint_dir`` in the training options makes training resumable: an interrupted ``fit`` of the same model
+on the same data continues from the last epoch (or Gibbs sweep) saved there, with the same result as an
+uninterrupted one.
 
 ``inference="gibbs"`` fits ClassicMF and BiasedMF by Gibbs sampling of their Bayesian version instead
 (:mod:`recforge.models.gibbs`; each Trainer epoch is one sweep, the prediction is the posterior mean).
@@ -44,7 +45,6 @@ from recforge.data.samplers import RatingTriples
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.metrics.rating import MAE, RMSE
 from recforge.models import gibbs
-from recforge.models.base import Device
 from recforge.models.neural import TorchRecommender
 from recforge.training.trainer import Losses, StepContext
 
@@ -320,8 +320,6 @@ class CoFiMF(RatingRecommender):
         steps_per_epoch: PositiveInt = 10,
         patience: NonNegativeInt = 5,
         clip: bool = True,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: int = 0,
     ):
         self._store_params(locals())
@@ -630,8 +628,6 @@ class _FactorMF(RatingRecommender):
         burn_in: NonNegativeInt = 50,
         init_std: PositiveFloat = 0.1,
         clip: bool = True,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: int = 0,
     ):
         self._store_params(locals())

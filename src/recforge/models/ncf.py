@@ -46,7 +46,6 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import sample_negatives
 from recforge.evaluation.evaluate import evaluate_ranking, evaluate_sampled
 from recforge.metrics import parse_metric
-from recforge.models.base import Device
 from recforge.models.mf import (
     PAIR_CHUNK,
     NonNegativeFloat,
@@ -365,8 +364,7 @@ _COMMON_DOC = """
     ``n_negatives`` sampled negatives per positive), ``l2`` (per-event L2 on the batch's embedding rows),
     ``learning_rate``, ``batch_size``, ``max_epochs``, ``patience`` (early stopping on the validation RMSE for
     "mse", on ``monitor`` for "bce"), ``optimizer`` ("adam" or "sgd"), ``fold_in_steps`` (new users, see
-    :mod:`recforge.models.ncf`), ``clip`` (clip predicted ratings to the training range), ``checkpoint_dir``
-    (resumable training: an interrupted ``fit`` of the same model continues from there), ``device``, ``seed``.
+    :mod:`recforge.models.ncf`), ``clip`` (clip predicted ratings to the training range), ``seed``.
     ``predict`` returns ratings ("mse") or interaction probabilities ("bce"); ``score`` ratings or logits.
 """
 
@@ -400,8 +398,6 @@ class GMF(_NCF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: int = 0,
     ):
         self._store_params(locals())
@@ -440,8 +436,6 @@ class MLP(_NCF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: int = 0,
     ):
         self._store_params(locals())
@@ -483,8 +477,6 @@ class NeuMF(_NCF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: int = 0,
     ):
         self._store_params(locals())
@@ -661,8 +653,6 @@ class HybridNeuMF(NeuMF):
         optimizer: Optimizer = "adam",
         fold_in_steps: NonNegativeInt = 100,
         clip: bool = True,
-        checkpoint_dir: str | None = None,
-        device: Device = "auto",
         seed: int = 0,
     ):
         super().__init__(
@@ -680,8 +670,6 @@ class HybridNeuMF(NeuMF):
             optimizer=optimizer,
             fold_in_steps=fold_in_steps,
             clip=clip,
-            checkpoint_dir=checkpoint_dir,
-            device=device,
             seed=seed,
         )
         self.item_embeddings = item_embeddings

@@ -15,6 +15,7 @@ from recforge.models.linear import gram_block_rows, item_gram_rows, map_blocks
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
+    from recforge.training.options import TrainingOptions
 
 #: Dense float32 scratch per block of similarity rows (a few such blocks are alive per thread).
 _BLOCK_BYTES = 1 << 25
@@ -93,7 +94,7 @@ class ItemKNN(BaseRecommender):
     ):
         self._store_params(locals())
 
-    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
+    def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
         matrix = train.binary if self.binarize else train.matrix
         self.similarity_ = shrunk_cosine_top_n(matrix, int(self.n_neighbors), float(self.shrinkage))
 

@@ -7,9 +7,10 @@ A subclass is a :class:`~recforge.training.trainer.TrainingTask`: it builds its 
 validation on the ``valid`` part, and keeps the per-epoch log in ``training_log_``.
 
 Hyper-parameters every subclass declares in its ``__init__``: ``max_epochs``, ``batch_size``,
-``learning_rate``, ``patience``, ``device`` and ``seed``; optional ones read when declared:
-``monitor`` (validation metric name, default ``"ndcg@100"``), ``grad_clip``, ``amp`` and
-``checkpoint_dir`` (makes training resumable).
+``learning_rate``, ``patience`` and ``seed``; ``monitor`` (validation metric name) and ``grad_clip`` have
+class-level defaults (``"ndcg@100"``, no clipping) that a subclass overrides by declaring them. How and where
+the model trains (device, checkpoint folder, mixed precision, extra callbacks, processes) is not a
+hyper-parameter: it comes with ``fit(..., options=TrainingOptions(...))``.
 
 Validation is a hook: :meth:`TorchRecommender.validation_metrics` returns the figures logged after
 every epoch (default: the ranking metric ``monitor`` by :func:`evaluate_ranking`) and
@@ -20,6 +21,8 @@ validation RMSE of rating models).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -33,8 +36,10 @@ from recforge.data.interactions import Interactions
 from recforge.evaluation.evaluate import evaluate_ranking
 from recforge.metrics import parse_metric
 from recforge.models.base import BaseRecommender, NotFittedError
-from recforge.training.callbacks import Callback, Checkpoint, EarlyStopping, History, Mode, Progress
-from recforge.training.trainer import Losses, StepContext, Trainer, resolve_device
+from recforge.training.callbacks import Callback, Checkpoint, EarlyStopping, EpochLog, History, Mode, Progress
+from recforge.training.options import TrainingOptions
+from recforge.training.schedules import EveryOptimizer, Schedule
+from recforge.training.trainer import Losses, StepContext, Trainer
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
@@ -56,8 +61,11 @@ class TorchRecommender(BaseRecommender):
     batch_size: int
     learning_rate: float
     patience: int
-    device: str
     seed: int
+    #: the validation metric of early stopping and the best checkpoint (a subclass's ``monitor`` hyper-parameter)
+    monitor: str = "ndcg@100"
+    #: gradient-norm clipping (a subclass's ``grad_clip`` hyper-parameter); None: no clipping
+    grad_clip: float | None = None
     #: direction of the monitored validation value: "max" (ranking metrics) or "min" (errors); a subclass
     #: whose direction depends on a hyper-parameter may define it as a property
     monitor_mode: ClassVar[Mode] = "max"
@@ -79,17 +87,21 @@ class TorchRecommender(BaseRecommender):
     def training_step(self, module: nn.Module, batch: Any, ctx: StepContext) -> Losses:
         """The loss of one batch (and its named parts)."""
 
+    @abstractmethod
     def configure_optimizers(self, module: nn.Module) -> Sequence[torch.optim.Optimizer]:
-        """Adam at ``learning_rate``; weight decay from an ``l2`` hyper-parameter when the model has one."""
-        return [torch.optim.Adam(module.parameters(), lr=self.learning_rate, weight_decay=getattr(self, "l2", 0.0))]
+        """The optimiser(s) of the module's parameters (several: see :meth:`optimizer_schedule`)."""
+
+    def optimizer_schedule(self) -> Schedule:
+        """Which optimisers step on each batch (:mod:`recforge.training.schedules`); default: every one."""
+        return EveryOptimizer()
 
     def monitor_name(self) -> str:
         """The key of :meth:`validation_metrics` that drives early stopping and the best checkpoint."""
-        return parse_metric(getattr(self, "monitor", "ndcg@100")).name
+        return parse_metric(self.monitor).name
 
     def validation_metrics(self, valid: EvalPart) -> dict[str, float]:
         """Validation figures after each epoch (logged with a ``valid_`` prefix); default: the ranking ``monitor``."""
-        return evaluate_ranking(self, valid, [parse_metric(getattr(self, "monitor", "ndcg@100"))]).metrics
+        return evaluate_ranking(self, valid, [parse_metric(self.monitor)]).metrics
 
     def early_stopping_patience(self) -> int | None:
         """Epochs without improvement of the monitored value before training stops; None: never stop early."""
@@ -103,8 +115,7 @@ class TorchRecommender(BaseRecommender):
         """Drop training-only data after fitting (override when ``_prepare`` kept large objects)."""
 
     # ------------------------------------------------------------------ fitting
-    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
-        self.device_ = resolve_device(self.device)
+    def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
         self._prepare(train)
         history = History()
         callbacks: list[Callback] = list(self.extra_callbacks())
@@ -120,24 +131,36 @@ class TorchRecommender(BaseRecommender):
             def validate(module: nn.Module) -> dict[str, float]:
                 return self.validation_metrics(valid)
 
-        callbacks.append(Progress(monitor_key))
-        callbacks.append(history)  # last: it records what the other callbacks add to the logs (beta, patience, ...)
+        if options.progress_bar:
+            callbacks.append(Progress(monitor_key))
+        if options.log is not None:
+            callbacks.append(EpochLog(options.log))
+        callbacks.append(history)  # after the callbacks that add to the logs (beta, patience, best epoch)
         trainer = Trainer(
             max_epochs=self.max_epochs,
-            device=self.device_,
+            options=options,
             seed=self.seed,
-            grad_clip=getattr(self, "grad_clip", None),
-            amp=getattr(self, "amp", False),
+            grad_clip=self.grad_clip,
             callbacks=callbacks,
             validate=validate,
-            checkpoint_dir=getattr(self, "checkpoint_dir", None),
+            schedule=self.optimizer_schedule(),
+            fingerprint=self._fingerprint(train, valid),
         )
-        torch.manual_seed(self.seed)
-        self.module_ = self.build_module().to(self.device_)
+        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+            torch.manual_seed(self.seed)  # the module's initial weights
+            self.module_ = self.build_module().to(self.device_)
         trainer.fit(self, self.module_)
         self.module_.eval()
         self.training_log_ = history.epochs
         self._release()
+
+    def _fingerprint(self, train: Interactions, valid: EvalPart | None) -> str:
+        """What a checkpoint of this training must match: the model, its hyper-parameters and the data."""
+        params = json.dumps({"model": type(self).__name__, **self.get_params()}, sort_keys=True, default=str)
+        parts = [params, train.digest()]
+        if valid is not None:
+            parts += [valid.history.digest(), valid.target.digest()]
+        return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
     def check_fitted(self) -> None:
         super().check_fitted()
@@ -149,7 +172,6 @@ class TorchRecommender(BaseRecommender):
         return {f"module.{k}": v for k, v in self.module_.state_dict().items()}
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.device_ = resolve_device(self.device)
         self.module_ = self.build_module()
         self.module_.load_state_dict({k[len("module.") :]: v for k, v in tensors.items() if k.startswith("module.")})
         self.module_.to(self.device_).eval()

@@ -13,6 +13,7 @@ from recforge.models.base import BaseRecommender
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
+    from recforge.training.options import TrainingOptions
 
 
 class Popularity(BaseRecommender):
@@ -32,7 +33,7 @@ class Popularity(BaseRecommender):
     def __init__(self) -> None:
         pass
 
-    def _fit(self, train: Interactions, valid: EvalPart | None) -> None:
+    def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
         # the CSR has one stored entry per distinct (user, item) pair
         counts = np.bincount(train.matrix.indices, minlength=train.n_items)
         self.counts_ = torch.from_numpy(counts.astype(np.float32))

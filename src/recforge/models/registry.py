@@ -51,9 +51,9 @@ def create_model(name: str, **params: Any) -> BaseRecommender:
     return cls(**cls.validate_params(params))
 
 
-def load_model(path: str | Path) -> BaseRecommender:
-    """Load any saved model directory, whatever its class."""
+def load_model(path: str | Path, *, device: str = "auto") -> BaseRecommender:
+    """Load any saved model directory, whatever its class, onto ``device`` (wherever it was trained)."""
     config_path = Path(path) / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{path} is not a saved recforge model: missing config.json")
-    return model_class(json.loads(config_path.read_text())["model"]).load(path)
+    return model_class(json.loads(config_path.read_text())["model"]).load(path, device=device)

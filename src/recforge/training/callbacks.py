@@ -1,4 +1,4 @@
-"""Callbacks of the Trainer: early stopping, best checkpoint, history, progress bar, beta annealing.
+"""Callbacks of the Trainer: early stopping, best checkpoint, history, progress bar and log lines, beta annealing.
 
 Each callback's ``state_dict`` holds what it needs to carry on after a resumed training.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -151,7 +153,7 @@ class Progress(Callback):
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
             console=self.console,
-            disable=not self.console.is_terminal,
+            disable=not (self.console.is_terminal and trainer.world.is_main),
             transient=True,
         )
         self._bar.start()
@@ -169,6 +171,31 @@ class Progress(Callback):
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class EpochLog(Callback):
+    """One line per epoch to ``write`` (rank 0 only): what a run piped to a file or a log shows.
+
+    ``epoch 3/100  train_loss 0.4123  valid_ndcg@100 0.3810  patience 1  (2.1s)``: the epoch, every logged
+    training and validation value, the patience counter when early stopping runs, and the epoch's time.
+    """
+
+    def __init__(self, write: Callable[[str], None]):
+        self.write = write
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
+        if not trainer.world.is_main:
+            return
+        values = "  ".join(
+            f"{k} {v:.4g}" for k, v in logs.items() if k.startswith(("train_", "valid_")) or k in ("patience", "beta")
+        )
+        now = time.perf_counter()
+        self.write(f"epoch {trainer.epoch + 1}/{trainer.max_epochs}  {values}  ({now - self._t0:.1f}s)")
+        self._t0 = now
 
 
 class BetaAnnealing(Callback):
