@@ -17,6 +17,9 @@ def test_python_tour_runs(tmp_path, monkeypatch, capsys):
     assert blocks, "README has no Python example"
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(blocks[0], str(README), "exec"), namespace)
+    for block in blocks:  # one tour: later blocks use what earlier ones made
+        exec(compile(block, str(README), "exec"), namespace)
     assert namespace["result"].metrics["ndcg@100"] == pytest.approx(0.4737, abs=0.002)
     assert (tmp_path / "ease-ml100k" / "weights.safetensors").exists()
+    assert str(namespace["vae"].device_) == "cpu"  # loaded where asked
+    assert not (tmp_path / "ckpt" / "multivae").exists()  # the finished training removed its checkpoint
