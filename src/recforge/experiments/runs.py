@@ -38,18 +38,47 @@ def new_run_id(label: str) -> str:
     return f"{stamp}-{safe}-{os.urandom(2).hex()}"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_abandoned(output_dir: Path) -> list[Path]:
+    """Remove the temporary run folders (``.<run>.<pid>.<hex>.tmp``) whose process is gone: runs that were killed.
+
+    A run in progress (its process alive) is left alone. Returns what was removed.
+    """
+    removed = []
+    for tmp in Path(output_dir).glob(".*.tmp"):
+        parts = tmp.name.rsplit(".", 3)  # [".<run id>", pid, hex, "tmp"]
+        if len(parts) == 4 and parts[1].isdigit() and tmp.is_dir() and not _alive(int(parts[1])):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 class RunWriter:
-    """Collects a run's files in a temporary directory; :meth:`commit` renames it into place."""
+    """Collects a run's files in a temporary directory; :meth:`commit` renames it into place.
+
+    The temporary name carries the process id, so the next run in the same output folder removes what a killed
+    run left (:func:`remove_abandoned`).
+    """
 
     def __init__(self, output_dir: Path, run_id: str):
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(self.output_dir)
         self.run_id = run_id
         self.final_path = self.output_dir / run_id
         if self.final_path.exists():
             raise FileExistsError(f"run directory {self.final_path} already exists")
         # a plain mkdir (not mkdtemp, whose 0o700 mode would survive the rename)
-        self.path = self.output_dir / f".{run_id}.{os.urandom(4).hex()}.tmp"
+        self.path = self.output_dir / f".{run_id}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         self.path.mkdir()
         self._t0 = time.perf_counter()
 
