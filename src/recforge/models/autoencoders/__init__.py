@@ -1,0 +1,55 @@
+"""Autoencoder recommenders: AE, VAE, Mult-DAE, Mult-VAE, the conditioned C-VAE and the sequential SVAE.
+
+The user-row models (``ae``, ``vae``, ``multidae``, ``multivae``, ``cmultivae``) read a user's whole
+history row and output one logit per item, scored at the latent mean, so new users fold in for free;
+``svae`` reads the time-ordered item sequence instead. The modules, one concept each:
+
+- :mod:`.losses`: :class:`SparseRows` (a CSR batch on a device) and every loss, with its formula and
+  the conventions shared by all (means over users, the ``l2`` term, the ``beta`` schedule);
+- :mod:`.networks`: :class:`SparseInputLinear` (the sparse input stays sparse), :class:`AutoencoderNet`
+  and the fused Adam;
+- :mod:`.params`: the ``Annotated`` hyper-parameter types the models' signatures share;
+- :mod:`.rows`: the user-row base and AE, VAE, MultiDAE, MultiVAE;
+- :mod:`.conditioned`: CMultiVAE and :func:`item_condition_matrix`;
+- :mod:`.sequential`: SVAE, :class:`SVAENet` and :func:`next_k_targets`.
+"""
+
+from __future__ import annotations
+
+from recforge.models.autoencoders.conditioned import CMultiVAE, item_condition_matrix
+from recforge.models.autoencoders.losses import (
+    SparseRows,
+    bernoulli_nll,
+    gaussian_kl,
+    l2_normalize_values,
+    multinomial_nll,
+    next_k_nll,
+    squared_error,
+    weight_penalty,
+)
+from recforge.models.autoencoders.networks import AutoencoderNet, SparseInputLinear, adam
+from recforge.models.autoencoders.rows import AE, VAE, MultiDAE, MultiVAE
+from recforge.models.autoencoders.sequential import SVAE, SVAENet, next_k_targets
+
+__all__ = [
+    "AE",
+    "SVAE",
+    "VAE",
+    "AutoencoderNet",
+    "CMultiVAE",
+    "MultiDAE",
+    "MultiVAE",
+    "SVAENet",
+    "SparseInputLinear",
+    "SparseRows",
+    "adam",
+    "bernoulli_nll",
+    "gaussian_kl",
+    "item_condition_matrix",
+    "l2_normalize_values",
+    "multinomial_nll",
+    "next_k_nll",
+    "next_k_targets",
+    "squared_error",
+    "weight_penalty",
+]
