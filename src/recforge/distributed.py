@@ -63,8 +63,10 @@ def init_from_environment(
 
 
 def shutdown() -> None:
-    """Leave the process group (if any)."""
+    """Leave the process group (if any), after every rank got here: a rank that leaves while another still talks
+    to it can abort the other's backend threads."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

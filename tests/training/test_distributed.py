@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tests.training.test_schedules import TinyGAN
 from torch import nn
 
 from recforge import distributed
@@ -22,6 +23,7 @@ from recforge.metrics import NDCG, Recall
 from recforge.models.linear import EASE
 from recforge.training.callbacks import EarlyStopping, History
 from recforge.training.options import TrainingOptions
+from recforge.training.schedules import Cycle
 from recforge.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch without torch.distributed")
@@ -79,6 +81,10 @@ def _worker(rank: int, size: int, init_file: str, out: str, job: str) -> None:
             task = LinearRegression(batch_size=16)
             module, history = _train(task)
             result = {"weight": module.weight.detach(), "epochs": len(history.epochs), "validated": task.validated_on}
+        elif job == "gan":
+            gan = TinyGAN(n_batches=6)
+            module = Trainer(max_epochs=2, options=CPU, schedule=Cycle.ratio(3, 1)).fit(gan)
+            result = {"weights": [p.detach() for p in module.parameters()], "steps": gan.steps}
         else:
             data = _evaluation_data()
             res = evaluate_ranking(
@@ -89,7 +95,7 @@ def _worker(rank: int, size: int, init_file: str, out: str, job: str) -> None:
         if rank == 0:
             torch.save(all_results, out)
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 def _spawn(tmp_path, job: str) -> list[dict]:
@@ -123,6 +129,14 @@ def test_sharded_evaluation_equals_one_process(tmp_path):
     for r in ranks:
         assert r["metrics"] == single.metrics and r["n_users"] == single.n_users
         pd.testing.assert_frame_equal(pd.DataFrame(r["per_user"]), single.per_user)
+
+
+def test_two_optimisers_on_a_schedule_stay_in_sync_across_ranks(tmp_path):
+    first, second = _spawn(tmp_path, "gan")
+    assert first["steps"] == second["steps"] and len(first["steps"]) == 2 * 3  # 6 batches = 3 groups an epoch
+    assert [i for _, i in first["steps"]] == [0, 0, 0, 1, 0, 0]
+    for a, b in zip(first["weights"], second["weights"], strict=True):
+        assert torch.equal(a, b)
 
 
 def test_uneven_last_group_is_reweighted():

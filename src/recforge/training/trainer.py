@@ -248,8 +248,8 @@ class Trainer:
             return lambda batch, ctx: task.training_step(module, batch, ctx)
         from torch.nn.parallel import DistributedDataParallel
 
-        # find_unused_parameters: a step may leave parts of the module out (one optimiser of several, a fallback row)
-        return DistributedDataParallel(_Step(module, task), find_unused_parameters=True)
+        # with several optimisers a step may leave a part of the module out of its loss (the other network)
+        return DistributedDataParallel(_Step(module, task), find_unused_parameters=len(self.optimizers) > 1)
 
     def _shard(self, batches: Iterable[Any]) -> Iterator[tuple[Any, float]]:
         """``(batch, loss weight)`` of this rank: every ``size``-th batch; a last incomplete group is re-weighted."""
