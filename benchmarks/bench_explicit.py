@@ -64,7 +64,8 @@ def data_dir() -> Path:
 
 
 def rating_model(name: str, **params: Any) -> Any:
-    from recforge.models.mf import BiasedMF, ClassicMF, CoFiMF
+    from recforge.models.cofi import CoFiMF
+    from recforge.models.mf import BiasedMF, ClassicMF
     from recforge.models.ncf import GMF, MLP, NeuMF
 
     classes = {"cofimf": CoFiMF, "classicmf": ClassicMF, "biasedmf": BiasedMF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}

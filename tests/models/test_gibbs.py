@@ -11,7 +11,7 @@ import torch
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.metrics import RMSE
 from recforge.models import gibbs
-from recforge.models.mf import BiasedMF, _SampledFactorModule
+from recforge.models.mf import BiasedMF
 from tests.models.test_mf import fold_in_ndcg, tiny, u1  # noqa: F401  (fixtures: hand-made ratings, ML-100K u1)
 
 
@@ -34,7 +34,7 @@ def test_conditional_means_solve_each_rows_normal_equations(biases):
     prior_precision = torch.from_numpy(a @ a.T + d * np.eye(d))
     alpha = 1.7
     blocks = gibbs.RatingBlocks.build(centred, d, torch.device("cpu"))
-    got = gibbs.sample_rows(blocks, other, biases, prior_mean, prior_precision, alpha, draw=False)
+    got = gibbs.sample_rows(blocks, other, biases, prior_mean, prior_precision, alpha, generator=None, draw=False)
     for u in range(centred.shape[0]):
         cols = centred.indices[centred.indptr[u] : centred.indptr[u + 1]]
         r = torch.from_numpy(centred.data[centred.indptr[u] : centred.indptr[u + 1]])
@@ -52,9 +52,9 @@ def test_draws_centre_on_the_conditional_mean():
     other = torch.from_numpy(np.random.default_rng(2).normal(size=(centred.shape[1], 3)))
     blocks = gibbs.RatingBlocks.build(centred, 3, torch.device("cpu"))
     args = (blocks, other, True, torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64), 2.0)
-    mean = gibbs.sample_rows(*args, draw=False)
-    torch.manual_seed(0)
-    draws = torch.stack([gibbs.sample_rows(*args) for _ in range(4000)])
+    mean = gibbs.sample_rows(*args, generator=None, draw=False)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([gibbs.sample_rows(*args, generator=generator) for _ in range(4000)])
     torch.testing.assert_close(draws.mean(0), mean, atol=0.03, rtol=0)
     precision = torch.eye(3, dtype=torch.float64) + 2.0 * _gram(centred, other, row=0)
     torch.testing.assert_close(torch.cov(draws[:, 0].T), torch.linalg.inv(precision), atol=0.02, rtol=0)
@@ -68,14 +68,16 @@ def _gram(centred, other, row):
 
 
 def test_wishart_draws_have_mean_dof_times_scale():
-    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
     scale = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
-    draws = torch.stack([gibbs.sample_wishart(scale, 5.0) for _ in range(4000)])
+    draws = torch.stack([gibbs.sample_wishart(scale, 5.0, generator=generator) for _ in range(4000)])
     torch.testing.assert_close(draws.mean(0), 5.0 * scale, atol=0.15, rtol=0)
 
 
 def test_tables_hold_the_average_of_the_kept_samples():
-    module = _SampledFactorModule(3, 4, 2, 5, biases=True, mean=3.0, init_std=1.0)
+    module = gibbs.SampledFactorModule(
+        3, 4, 2, 5, biases=True, mean=3.0, init_std=1.0, generator=torch.Generator().manual_seed(0)
+    )
     samples = []
     for _ in range(3):  # kept samples, as after burn-in
         module.user_rows.normal_()
@@ -87,6 +89,37 @@ def test_tables_hold_the_average_of_the_kept_samples():
         [3.0 + u[users, 0] + i[items, 0] + (u[users, 1:] * i[items, 1:]).sum(1) for u, i in samples]
     ).mean(0)
     torch.testing.assert_close(module(users, items).double(), expected, atol=1e-5, rtol=0)
+
+
+def test_sweeps_draw_from_the_generator_passed_down_only(tiny):  # noqa: F811
+    model = BiasedMF(inference="gibbs", embedding_dim=2, max_epochs=4, burn_in=1).fit(tiny)
+    assert isinstance(model.inference_strategy, gibbs.GibbsInference)
+    data = model.inference_strategy.prepare(model, tiny)
+    start = {k: v.clone() for k, v in model.module_.state_dict().items()}
+
+    def sweep(generator_seed: int, global_seed: int) -> dict[str, torch.Tensor]:
+        model.module_.load_state_dict(start)
+        torch.manual_seed(global_seed)  # the global generator must play no part
+        model.module_.sweep(data, keep=False, generator=torch.Generator().manual_seed(generator_seed))
+        return {k: v.clone() for k, v in model.module_.state_dict().items()}
+
+    first, again, other = sweep(7, global_seed=1), sweep(7, global_seed=2), sweep(8, global_seed=1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["user_rows"], other["user_rows"])
+    with pytest.raises(ValueError, match="generator"):
+        gibbs.sample_rows(data.by_user, model.module_.item_rows, True, *_prior(3), 1.0, generator=None)
+
+
+def _prior(d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+
+
+def test_alpha_and_gamma_draws_come_from_the_generator():
+    draws = [gibbs.sample_alpha(50.0, 100, generator=torch.Generator().manual_seed(s)) for s in (3, 3, 4)]
+    assert draws[0] == draws[1] != draws[2]
+    shape = torch.tensor(4.0, dtype=torch.float64).expand(20000)
+    gamma = gibbs.sample_gamma(shape, 2.0, generator=torch.Generator().manual_seed(0))
+    assert float(gamma.mean()) == pytest.approx(2.0, abs=0.03) and float(gamma.var()) == pytest.approx(1.0, abs=0.05)
 
 
 def test_burn_in_must_leave_sweeps_to_average(tiny):  # noqa: F811

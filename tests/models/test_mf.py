@@ -25,7 +25,11 @@ from recforge.data.splits import predefined_split, random_split
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.metrics import RMSE, ndcg_at_k
-from recforge.models.mf import BiasedMF, ClassicMF, CoFiMF, _FactorModule, cofi_cost, solve_ridge_rows
+from recforge.models.cofi import CoFiMF, cofi_cost
+from recforge.models.factors import FactorModule
+from recforge.models.gibbs import GibbsInference, SampledFactorModule
+from recforge.models.inference import MapInference
+from recforge.models.mf import BiasedMF, ClassicMF
 from recforge.models.ncf import NeuMF
 from recforge.training.options import TrainingOptions
 from tests.conftest import Planted
@@ -83,7 +87,10 @@ class TestBiasedMFGibbsContract(ExplicitContract):
 
 class TestClassicMFGibbsContract(ExplicitContract):
     def make_model(self) -> ClassicMF:
-        return ClassicMF(inference="gibbs", embedding_dim=4, max_epochs=40, burn_in=10, init_std=1.0)
+        # without biases, a 4-dimensional chain on the planted ratings finds the block structure for a third of the
+        # seeds only (own-block precision@10 >= 0.8 for 5 of seeds 0-15, with the former global-RNG draws as with
+        # the generator's); with 32 dimensions for 15 of them (13 with the former draws), at 0.2 s a fit
+        return ClassicMF(inference="gibbs", embedding_dim=32, max_epochs=40, burn_in=10, init_std=1.0)
 
 
 # ---------------------------------------------------------------------- small hand-made data
@@ -167,7 +174,7 @@ def test_biasedmf_prediction_is_mu_plus_biases_plus_dot(tiny):
 
 def test_hand_written_gradient_matches_autograd():
     torch.manual_seed(0)
-    module = _FactorModule(7, 5, 3, biases=True, mean=3.0, init_std=0.5, sparse=False).double()
+    module = FactorModule(7, 5, 3, biases=True, mean=3.0, init_std=0.5, sparse=False).double()
     with torch.no_grad():
         module.user_bias.weight.normal_()
         module.item_bias.weight.normal_()
@@ -184,6 +191,17 @@ def test_hand_written_gradient_matches_autograd():
         strict=True,
     ):
         torch.testing.assert_close(got, expected)
+
+
+def test_inference_picks_the_strategy_the_model_delegates_to(tiny):
+    assert isinstance(BiasedMF().inference_strategy, MapInference)
+    gibbs_model = ClassicMF(inference="gibbs", embedding_dim=2, max_epochs=3, burn_in=1)
+    assert isinstance(gibbs_model.inference_strategy, GibbsInference)
+    assert gibbs_model.early_stopping_patience() is None and BiasedMF(patience=4).early_stopping_patience() == 4
+    gibbs_model.fit(tiny)
+    assert isinstance(gibbs_model.module_, SampledFactorModule) and gibbs_model.n_items == 3
+    assert gibbs_model.configure_optimizers(gibbs_model.module_) == []
+    assert not hasattr(gibbs_model, "inference_data_")  # the sweep's data is dropped after training
 
 
 def test_classicmf_has_no_biases(tiny):
@@ -224,26 +242,6 @@ def test_unknown_ids_and_bad_pairs(tiny):
         model.predict(["a", "b"], [1])
     with pytest.raises(IndexError, match="item index"):
         model.predict_indices([0], [3])
-
-
-def test_solve_ridge_rows_matches_a_per_row_solve():
-    rng = np.random.default_rng(0)
-    features = torch.from_numpy(rng.normal(size=(12, 3)).astype(np.float32))
-    offset = torch.from_numpy(rng.normal(size=12).astype(np.float32))
-    reg = torch.tensor([0.5, 0.5, 0.1])
-    history = sp.random_array((5, 12), density=0.4, rng=rng, dtype=np.float32, format="csr")
-    history.data[:] = rng.integers(1, 6, size=history.nnz)
-    history = sp.vstack([history, sp.csr_array((1, 12), dtype=np.float32)]).tocsr()  # an empty row too
-    for weighted in (False, True):
-        got = solve_ridge_rows(history, features, offset, reg, count_weighted=weighted).numpy()
-        for u in range(history.shape[0]):
-            idx = history.indices[history.indptr[u] : history.indptr[u + 1]]
-            a = features.numpy()[idx].astype(np.float64)
-            t = history.data[history.indptr[u] : history.indptr[u + 1]] - offset.numpy()[idx]
-            lam = reg.numpy() * (max(len(idx), 1) if weighted else 1)
-            expected = np.linalg.solve(a.T @ a + np.diag(lam), a.T @ t)
-            np.testing.assert_allclose(got[u], expected, rtol=1e-4, atol=1e-5)
-        np.testing.assert_array_equal(got[-1], 0.0)
 
 
 def test_biasedmf_fold_in_solves_the_users_ridge_problem(tiny):

@@ -1,5 +1,6 @@
-"""GMF, MLP, NeuMF and HybridNeuMF: the contract (ratings and implicit feedback), pretraining, fold-in of new users,
-the sampled-negatives validation, and HybridNeuMF's embedding files, errors, fallback and save/load."""
+"""GMF, MLP, NeuMF and HybridNeuMF: the contract (ratings and implicit feedback), the objective of each ``loss``,
+pretraining, fold-in of new users, the sampled-negatives validation, and HybridNeuMF's embedding file, fallback and
+save/load (the file reader itself: ``tests/data/test_embeddings.py``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
+from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
 from recforge.data.splits import leave_last_out
-from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF, read_item_embeddings
+from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
+from recforge.models.objectives import ImplicitObjective, RatingObjective
 from recforge.models.registry import load_model
 from tests.conftest import Planted
 from tests.contract import RecommenderContract
@@ -100,6 +103,24 @@ def test_bce_validation_uses_sampled_negatives_and_keeps_the_best_epoch(planted)
 def test_mse_models_monitor_rmse():
     model = NeuMF(loss="mse")
     assert model.monitor_name() == "rmse" and model.monitor_mode == "min" and model.predicts_ratings
+
+
+def test_the_loss_picks_the_objective():
+    rating, implicit = GMF(loss="mse").objective, MLP(loss="bce", n_negatives=3, monitor="hr@5").objective
+    assert isinstance(rating, RatingObjective) and isinstance(implicit, ImplicitObjective)
+    assert (implicit.name, implicit.monitor_mode, implicit.predicts_ratings) == ("bce", "max", False)
+    assert implicit.monitor_name() == "hr@5" and MLP(loss="bce", monitor="hr@5").monitor_name() == "hr@5"
+    output, target = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0])
+    torch.testing.assert_close(
+        implicit.event_loss(output, target), F.binary_cross_entropy_with_logits(output, target, reduction="none")
+    )
+    torch.testing.assert_close(rating.event_loss(output, target), torch.tensor([1.0, 4.0]))
+    history = sp.csr_array(([4.0, 2.0, 5.0], [0, 3, 1], [0, 2, 3]), shape=(2, 6))
+    rows, items, values = rating.fold_in_events(history)
+    assert rows.tolist() == [0, 0, 1] and items.tolist() == [0, 3, 1] and values.tolist() == [4.0, 2.0, 5.0]
+    rows, items, labels = implicit.fold_in_events(history)  # 3 unseen items per positive, label 0
+    assert rows.tolist() == [0, 0, 1] + [0] * 3 + [0] * 3 + [1] * 3 and labels.tolist() == [1] * 3 + [0] * 9
+    assert not any(history[[r], [i]][0] for r, i in zip(rows[3:], items[3:], strict=True))
 
 
 # ---------------------------------------------------------------------- pretraining
@@ -204,46 +225,10 @@ def _table(n_dims: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.arange(10 * n_dims, dtype=np.float32).reshape(10, n_dims) / 10
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".npy", ".npz"])
-def test_item_embedding_formats(int_ratings, tmp_path, suffix):
+def test_hybrid_embedding_file_errors_name_the_file(int_ratings, tmp_path):
+    """The reader's checks (:mod:`tests.data.test_embeddings`) surface from ``fit``, naming the file."""
     ids, table = _table()
-    path = tmp_path / f"emb{suffix}"
-    frame = pd.DataFrame(table, columns=["a", "b", "c"]).assign(movie=ids)
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix == ".parquet":
-        frame.to_parquet(path)
-    elif suffix == ".npy":
-        np.save(path, np.column_stack([ids, table]))
-    else:
-        np.savez(path, ids=ids, embeddings=table)
-    got, known = read_item_embeddings(path, int_ratings.items, id_column="movie")
-    assert known.all() and got.shape == (10, 3) and got.dtype == np.float32
-    np.testing.assert_allclose(got[int_ratings.items.index([109])[0]], table[0])
-    np.testing.assert_allclose(got[int_ratings.items.index([100])[0]], table[9])
-
-
-def test_item_embedding_errors_name_the_file(int_ratings, tmp_path):
-    ids, table = _table()
-    frame = pd.DataFrame(table, columns=["a", "b", "c"]).assign(item=ids)
-    cases = {
-        "bad_dim.csv": (frame, {"dim": 4}, "3 dimensions, but item_embedding_dim=4"),
-        "no_match.csv": (frame.assign(item=ids + 1000), {}, "none of its 10 item ids"),
-        "no_id.csv": (frame.drop(columns="item"), {}, "no item id column 'item'"),
-        "repeated.csv": (frame.assign(item=[100] * 10), {}, "item ids repeat"),
-        "nan.csv": (frame.assign(a=np.nan), {}, "NaN"),
-        "text.csv": (frame.assign(b="x"), {}, "must be numeric"),
-    }
-    for name, (f, kwargs, message) in cases.items():
-        f.to_csv(tmp_path / name, index=False)
-        with pytest.raises(ValueError, match=message) as err:
-            read_item_embeddings(tmp_path / name, int_ratings.items, **kwargs)
-        assert name in str(err.value)
-    (tmp_path / "emb.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"emb\.json.*unknown item embeddings format"):
-        read_item_embeddings(tmp_path / "emb.json", int_ratings.items)
-    with pytest.raises(FileNotFoundError, match=r"missing\.csv"):
-        read_item_embeddings(tmp_path / "missing.csv", int_ratings.items)
+    pd.DataFrame(table, columns=["a", "b", "c"]).assign(item=ids).to_csv(tmp_path / "bad_dim.csv", index=False)
     model = HybridNeuMF(item_embeddings=str(tmp_path / "bad_dim.csv"), item_embedding_dim=4, max_epochs=1, **COMMON)
     with pytest.raises(ValueError, match=r"bad_dim\.csv"):
         model.fit(int_ratings)

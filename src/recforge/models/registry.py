@@ -8,8 +8,9 @@ from typing import Any
 
 from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE
 from recforge.models.base import BaseRecommender
+from recforge.models.cofi import CoFiMF
 from recforge.models.linear import EASE
-from recforge.models.mf import BiasedMF, ClassicMF, CoFiMF
+from recforge.models.mf import BiasedMF, ClassicMF
 from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
