@@ -17,54 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from recforge.data.interactions import Interactions
-
-
-@dataclass(frozen=True)
-class Planted:
-    """Users in groups, each group consuming its own block of items, with a held-out part per user."""
-
-    train: Interactions
-    heldout: sp.csr_array  # users x items (same id maps as train): the held-out own-block items
-    user_group: np.ndarray  # group of each user index
-    item_group: np.ndarray  # group (block) of each item index
-
-
-def make_planted(
-    *,
-    n_groups: int = 3,
-    users_per_group: int = 30,
-    items_per_group: int = 20,
-    per_user: int = 8,
-    held_out: int = 2,
-    noise: int = 1,
-    seed: int = 0,
-) -> Planted:
-    """Every user takes ``per_user`` random items of its group's block (``held_out`` of them held out)
-    plus ``noise`` random items of other blocks (kept in training). Raw ids are strings and the item ids
-    are shuffled so that the blocks are not contiguous in index order."""
-    rng = np.random.default_rng(seed)
-    n_items = n_groups * items_per_group
-    item_names = np.array([f"i{j:03d}" for j in rng.permutation(n_items)])  # block of item j: j // per group
-    rows: list[tuple[str, str, bool]] = []
-    for g in range(n_groups):
-        block = np.arange(g * items_per_group, (g + 1) * items_per_group)
-        others = np.setdiff1d(np.arange(n_items), block)
-        for u in range(users_per_group):
-            user = f"u{g}-{u:02d}"
-            own = rng.choice(block, per_user, replace=False)
-            for pos, j in enumerate(own):
-                rows.append((user, item_names[j], pos < held_out))
-            for j in rng.choice(others, noise, replace=False):
-                rows.append((user, item_names[j], False))
-    frame = pd.DataFrame(rows, columns=["user", "item", "held"])
-    full = Interactions.from_frame(frame[["user", "item"]])
-    held = frame["held"].to_numpy()
-    train = Interactions.from_frame(frame.loc[~held, ["user", "item"]], users=full.users, items=full.items)
-    heldout = Interactions.from_frame(frame.loc[held, ["user", "item"]], users=full.users, items=full.items).matrix
-    group_of_name = {item_names[j]: j // items_per_group for j in range(n_items)}
-    item_group = np.array([group_of_name[i] for i in full.items.ids])
-    user_group = np.array([int(str(u)[1:].split("-")[0]) for u in full.users.ids])
-    return Planted(train=train, heldout=heldout, user_group=user_group, item_group=item_group)
+from recforge.testing import Planted, make_planted
 
 
 @pytest.fixture(scope="session")

@@ -36,10 +36,10 @@ from recforge.models.autoencoders import (
 )
 from recforge.models.base import InvalidParameterError
 from recforge.models.registry import load_model
+from recforge.testing import RecommenderContract
 from recforge.training.callbacks import BetaAnnealing
 from recforge.training.options import TrainingOptions
 from recforge.training.trainer import StepContext
-from tests.contract import RecommenderContract
 
 SMALL = {"max_epochs": 20, "batch_size": 16, "learning_rate": 1e-2, "seed": 3}
 

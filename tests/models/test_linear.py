@@ -11,8 +11,8 @@ from recforge.data.interactions import Interactions
 from recforge.models import linear
 from recforge.models.linear import EASE, dense_item_gram, ease_weights_, map_blocks
 from recforge.models.popularity import Popularity
+from recforge.testing import RecommenderContract, recall_at_k
 from recforge.training.options import TrainingOptions
-from tests.contract import RecommenderContract, recall_at_k
 
 
 class TestEASEContract(RecommenderContract):

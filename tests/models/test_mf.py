@@ -31,9 +31,8 @@ from recforge.models.gibbs import GibbsInference, SampledFactorModule
 from recforge.models.inference import MapInference
 from recforge.models.mf import BiasedMF, ClassicMF
 from recforge.models.ncf import NeuMF
+from recforge.testing import Planted, RecommenderContract
 from recforge.training.options import TrainingOptions
-from tests.conftest import Planted
-from tests.contract import RecommenderContract
 
 
 def explicit_planted(planted: Planted) -> Planted:

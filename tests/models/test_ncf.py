@@ -18,8 +18,7 @@ from recforge.data.splits import leave_last_out
 from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
 from recforge.models.objectives import ImplicitObjective, RatingObjective
 from recforge.models.registry import load_model
-from tests.conftest import Planted
-from tests.contract import RecommenderContract
+from recforge.testing import Planted, RecommenderContract
 from tests.models.test_mf import ExplicitContract, explicit_planted
 
 COMMON = {"batch_size": 64}

@@ -10,7 +10,7 @@ from recforge.data.interactions import Interactions
 from recforge.models import neighbors
 from recforge.models.neighbors import ItemKNN, shrunk_cosine_top_n
 from recforge.models.popularity import Popularity
-from tests.contract import RecommenderContract, recall_at_k
+from recforge.testing import RecommenderContract, recall_at_k
 
 # items 0, 1, 2 as columns: x0 = (1,1,1,0), x1 = (1,0,1,0), x2 = (0,0,1,1)
 X = sp.csr_array(np.array([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 1]], dtype=np.float32))

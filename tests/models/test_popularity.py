@@ -9,7 +9,7 @@ import torch
 
 from recforge.data.interactions import Interactions
 from recforge.models.popularity import Popularity
-from tests.contract import RecommenderContract, recall_at_k
+from recforge.testing import RecommenderContract, recall_at_k
 
 
 class TestPopularityContract(RecommenderContract):

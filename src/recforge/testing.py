@@ -1,25 +1,34 @@
-"""`RecommenderContract`: the behaviour every model must show, whatever its family.
+"""The recommender contract, shipped so that any model -- recforge's or your own -- can be checked against it.
 
-A model's test module subclasses it and supplies ``make_model()`` (an unfitted model with small, fast
-hyper-parameters); pytest collects the inherited tests::
+Every recforge model passes it, and a model of yours (a :class:`~recforge.models.base.BaseRecommender`
+subclass, registered or not) is checked the same way: subclass :class:`RecommenderContract` in a test module
+and supply ``make_model()`` (an unfitted model with small, fast hyper-parameters); pytest collects the inherited
+tests::
 
-    class TestEASE(RecommenderContract):
-        invalid_params = ({"l2": 0.0},)
+    from recforge.testing import RecommenderContract
+
+    class TestMyModel(RecommenderContract):
+        invalid_params = ({"l2": -1.0},)
 
         def make_model(self):
-            return EASE(l2=5.0)
+            return MyModel(l2=5.0)
 
 Class attributes tune the checks: ``learns_structure = False`` for non-personalised baselines,
-``invalid_params`` lists hyper-parameter settings that must be refused. Everything runs on the small
-``planted`` fixture (see ``tests/conftest.py``) and takes well under a few seconds per model.
+``invalid_params`` lists hyper-parameter settings that must be refused. Everything runs on a small planted data
+set (:func:`make_planted`: user groups that each consume their own block of items) and takes well under a few
+seconds per model. Needs pytest (the ``testing`` extra: ``pip install "recforge[testing]"``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -28,6 +37,56 @@ from recforge.data.ids import UnknownIdError
 from recforge.data.interactions import Interactions
 from recforge.models.base import BaseRecommender, InvalidParameterError, NotFittedError
 from recforge.models.registry import MODELS, load_model
+
+__all__ = ["Planted", "RecommenderContract", "make_planted", "recall_at_k"]
+
+
+@dataclass(frozen=True)
+class Planted:
+    """Users in groups, each group consuming its own block of items, with a held-out part per user."""
+
+    train: Interactions
+    heldout: sp.csr_array  # users x items (same id maps as train): the held-out own-block items
+    user_group: np.ndarray  # group of each user index
+    item_group: np.ndarray  # group (block) of each item index
+
+
+def make_planted(
+    *,
+    n_groups: int = 3,
+    users_per_group: int = 30,
+    items_per_group: int = 20,
+    per_user: int = 8,
+    held_out: int = 2,
+    noise: int = 1,
+    seed: int = 0,
+) -> Planted:
+    """Every user takes ``per_user`` random items of its group's block (``held_out`` of them held out)
+    plus ``noise`` random items of other blocks (kept in training). Raw ids are strings and the item ids
+    are shuffled so that the blocks are not contiguous in index order."""
+    rng = np.random.default_rng(seed)
+    n_items = n_groups * items_per_group
+    item_names = np.array([f"i{j:03d}" for j in rng.permutation(n_items)])  # block of item j: j // per group
+    rows: list[tuple[str, str, bool]] = []
+    for g in range(n_groups):
+        block = np.arange(g * items_per_group, (g + 1) * items_per_group)
+        others = np.setdiff1d(np.arange(n_items), block)
+        for u in range(users_per_group):
+            user = f"u{g}-{u:02d}"
+            own = rng.choice(block, per_user, replace=False)
+            for pos, j in enumerate(own):
+                rows.append((user, item_names[j], pos < held_out))
+            for j in rng.choice(others, noise, replace=False):
+                rows.append((user, item_names[j], False))
+    frame = pd.DataFrame(rows, columns=["user", "item", "held"])
+    full = Interactions.from_frame(frame[["user", "item"]])
+    held = frame["held"].to_numpy()
+    train = Interactions.from_frame(frame.loc[~held, ["user", "item"]], users=full.users, items=full.items)
+    heldout = Interactions.from_frame(frame.loc[held, ["user", "item"]], users=full.users, items=full.items).matrix
+    group_of_name = {item_names[j]: j // items_per_group for j in range(n_items)}
+    item_group = np.array([group_of_name[i] for i in full.items.ids])
+    user_group = np.array([int(str(u)[1:].split("-")[0]) for u in full.users.ids])
+    return Planted(train=train, heldout=heldout, user_group=user_group, item_group=item_group)
 
 
 def recall_at_k(model: BaseRecommender, train: Interactions, test: sp.csr_array, k: int) -> float:
@@ -52,6 +111,11 @@ class RecommenderContract:
 
     def make_model(self) -> BaseRecommender:
         raise NotImplementedError
+
+    @pytest.fixture
+    def planted(self) -> Planted:
+        """The planted data set the checks run on (:func:`make_planted`, built once per process)."""
+        return _planted()
 
     @pytest.fixture
     def model(self, planted) -> BaseRecommender:
@@ -85,11 +149,13 @@ class RecommenderContract:
         model.save(path)
         assert {p.name for p in path.iterdir()} == {"config.json", "ids.json", "weights.safetensors"}
         config = json.loads((path / "config.json").read_text())
-        assert config["model"] == model.name and MODELS[model.name] is type(model)
+        assert config["model"] == model.name
+        if model.name in MODELS:  # a registered model is found by name too
+            assert MODELS[model.name] is type(model)
         history = planted.train.matrix
         users = np.arange(planted.train.n_users)
         user_ids = planted.train.users.ids[:10]
-        for loaded in (type(model).load(path), load_model(path)):
+        for loaded in (type(model).load(path), _load_any(path, model)):
             assert type(loaded) is type(model)
             assert loaded.get_params() == model.get_params()
             assert loaded.users_ == model.users_ and loaded.items_ == model.items_
@@ -103,7 +169,7 @@ class RecommenderContract:
         model.save(path)
         model.save(path)  # overwrite in place
         assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left behind
-        assert load_model(path).get_params() == model.get_params()
+        assert _load_any(path, model).get_params() == model.get_params()
 
     # ---------------------------------------------------------------- 3. determinism
     def test_same_seed_same_results(self, planted):
@@ -228,3 +294,13 @@ class RecommenderContract:
         new = model.recommend_for_history(items, k=5)
         assert [i for i, _ in new] == [i for i, _ in known]
         assert [v for _, v in new] == pytest.approx([v for _, v in known])
+
+
+@functools.cache
+def _planted() -> Planted:
+    return make_planted()
+
+
+def _load_any(path: Path, model: BaseRecommender) -> BaseRecommender:
+    """The saved model by the registry when its class is registered, else by its own class."""
+    return load_model(path) if model.name in MODELS else type(model).load(path)
