@@ -169,20 +169,15 @@ class CoFiMF(RatingRecommender):
         """Adam at ``learning_rate`` on :math:`J` (the penalty is in the cost)."""
         return [adam(module.parameters(), self.learning_rate)]
 
-    def _pair_predictions(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.module_(users, items)
-
-    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
-        history = self._check_history(history, users)
+    def _known_user_scores(self, users: torch.Tensor) -> torch.Tensor:
         m = self.module_
-        assert isinstance(m, _CoFiModule)
-        with torch.no_grad():
-            if users is not None:
-                idx = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device_)
-                return m.user_weights[idx] @ m.item_features.T + m.user_bias[idx, None] + m.item_offset[None, :]
-            ones = torch.ones((self.n_items, 1), device=self.device_)
-            features = torch.cat([m.item_features, ones], dim=1)
-            reg = torch.full((self.embedding_dim + 1,), float(self.l2), device=self.device_)
-            reg[-1] = 1e-8  # the bias is not regularised; this only keeps an empty row solvable (x = 0)
-            x = solve_ridge_rows(history, features, m.item_offset, reg, count_weighted=False)
-            return x @ features.T + m.item_offset[None, :]
+        return m.user_weights[users] @ m.item_features.T + m.user_bias[users, None] + m.item_offset[None, :]
+
+    def _new_user_scores(self, history: sp.csr_array) -> torch.Tensor:
+        m = self.module_
+        ones = torch.ones((self.n_items, 1), device=self.device_)
+        features = torch.cat([m.item_features, ones], dim=1)
+        reg = torch.full((self.embedding_dim + 1,), float(self.l2), device=self.device_)
+        reg[-1] = 1e-8  # the bias is not regularised; this only keeps an empty row solvable (x = 0)
+        x = solve_ridge_rows(history, features, m.item_offset, reg, count_weighted=False)
+        return x @ features.T + m.item_offset[None, :]

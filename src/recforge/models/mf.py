@@ -128,17 +128,11 @@ class FactorMF(RatingRecommender):
         return self.inference_strategy.training_step(self, module, batch, ctx)
 
     # ------------------------------------------------------------------ predictions and scores
-    def _pair_predictions(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.module_(users, items)
+    def _known_user_scores(self, users: torch.Tensor) -> torch.Tensor:
+        return self.module_.user_scores(users)
 
-    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
-        history = self._check_history(history, users)
-        m = self.module_
-        assert isinstance(m, FactorModule)
-        with torch.no_grad():
-            if users is not None:
-                return m.user_scores(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device_))
-            return self.inference_strategy.fold_in(self, m, history)
+    def _new_user_scores(self, history: sp.csr_array) -> torch.Tensor:
+        return self.inference_strategy.fold_in(self, self.module_, history)
 
 
 class ClassicMF(FactorMF):

@@ -242,14 +242,12 @@ class NCFRecommender(RatingRecommender):
             out[rows] = m.forward_users(g, h, items.repeat(b)).view(b, self.n_items).float()
         return out
 
-    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
-        """Predicted ratings (``mse``) or logits (``bce``) of every item; new users are folded in (module doc)."""
-        history = self._check_history(history, users)
-        with torch.no_grad():
-            if users is not None:
-                idx = torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device_)
-                return self._score_vectors(*self.module_.user_vectors(idx))
-            return self._score_vectors(*self.fold_in(history))
+    def _known_user_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Predicted ratings (``mse``) or logits (``bce``) of every item."""
+        return self._score_vectors(*self.module_.user_vectors(users))
+
+    def _new_user_scores(self, history: sp.csr_array) -> torch.Tensor:
+        return self._score_vectors(*self.fold_in(history))
 
     def fold_in(self, history: sp.csr_array) -> UserVectors:
         """User vectors (GMF, MLP; None for an absent tower) learned for new users from their history rows.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import pydantic
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -82,7 +83,9 @@ class RatingRecommender(TorchRecommender):
     * ``predict`` / ``predict_indices``: predicted ratings, clipped to the training range when ``clip``;
     * ``recommend_for_history(item_ids, k, values=...)``: a new user given with their ratings.
 
-    Subclasses supply the module and :meth:`_pair_predictions` (raw predictions of index pairs, as tensors).
+    Subclasses supply the module, :meth:`_known_user_scores` and :meth:`_new_user_scores` (what :meth:`score`
+    returns for training users and for new users folded in from their history), and, when the module's forward
+    is not the prediction itself, :meth:`_pair_predictions`.
     """
 
     folds_in_from_history: ClassVar[bool] = False
@@ -130,9 +133,25 @@ class RatingRecommender(TorchRecommender):
         return evaluate_ratings(self, valid, [RMSE(), MAE()]).metrics
 
     # ------------------------------------------------------------------ predictions
-    @abstractmethod
     def _pair_predictions(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Raw (unclipped) predictions of the index pairs, on the model's device."""
+        """Raw (unclipped) predictions of the index pairs, on the model's device: the module's output."""
+        return self.module_(users, items)
+
+    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
+        """Predicted values of every item: learned users by their parameters, new users folded in (module doc)."""
+        history = self._check_history(history, users)
+        with torch.no_grad():
+            if users is not None:
+                return self._known_user_scores(torch.as_tensor(np.asarray(users, dtype=np.int64), device=self.device_))
+            return self._new_user_scores(history)
+
+    @abstractmethod
+    def _known_user_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores (rows x n_items) of training users given as an index tensor on the model's device."""
+
+    @abstractmethod
+    def _new_user_scores(self, history: sp.csr_array) -> torch.Tensor:
+        """Scores (rows x n_items) of new users, folded in from their history rows (ratings as values)."""
 
     def predict_indices(self, user_idx: Any, item_idx: Any) -> torch.Tensor:
         """Predicted ratings (float32, CPU) of (user, item) index pairs, clipped to the training range if ``clip``.
