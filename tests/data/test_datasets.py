@@ -51,6 +51,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(getattr(request, "full_url", request))
         raise AssertionError(f"network access to {calls[-1]}")
 
+    monkeypatch.setattr(dl, "_urlopen", refuse)  # the one place download.py opens a URL
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     return calls
 
@@ -77,12 +78,37 @@ def test_registry_names_and_specs() -> None:
     assert set(list_datasets()) == NAMES
     for name, spec in DATASETS.items():
         assert spec.name == name
-        assert spec.url.startswith(("https://", "http://")) and spec.folder and spec.files
+        assert spec.url.startswith("https://") and spec.folder and spec.files
         for digest in (spec.sha256, spec.check_sha256):
             assert digest is None or re.fullmatch(r"[0-9a-f]{64}", digest)
         assert spec.description and spec.citation and spec.licence
     assert get_spec("ml-10m").folder == "ml-10M100K"
     assert get_spec("lastfm-2k").url == "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip"
+
+
+def test_every_registered_download_is_verified_before_use() -> None:
+    for name, spec in DATASETS.items():
+        if spec.archive == "zip":  # the archive's own sha256, checked before extraction
+            assert spec.sha256 is not None, name
+        else:  # single files: the download's sha256 or that of its (gunzipped) content, checked before install
+            assert spec.sha256 is not None or (spec.check_sha256 is not None and spec.check_file), name
+    for name in ("ml-1m", "ml-10m", "ml-20m", "ml-25m"):  # the four the issue found unverified
+        assert get_spec(name).sha256 is not None
+    assert get_spec("amazon-instruments").url.startswith("https://snap.stanford.edu/")
+    info = dataset_info("ml-20m")
+    assert info["sha256"] == "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3"
+    assert dataset_info("amazon-beauty")["check_sha256"] == get_spec("amazon-beauty").check_sha256
+
+
+def test_register_dataset_refuses_plain_http_and_unverifiable_downloads() -> None:
+    base = dataclasses.replace(get_spec("ml-1m"), name="mine")
+    with pytest.raises(ValueError, match="only https"):
+        ds.register_dataset(dataclasses.replace(base, url="http://example.org/ml-1m.zip"))
+    with pytest.raises(ValueError, match="only https"):
+        ds.register_dataset(dataclasses.replace(base, url="ftp://example.org/ml-1m.zip"))
+    with pytest.raises(ValueError, match="sha256"):
+        ds.register_dataset(dataclasses.replace(base, sha256=None))
+    assert "mine" not in DATASETS
 
 
 def test_unknown_name_is_one_clear_line() -> None:
@@ -211,7 +237,7 @@ def test_fetch_file_failure_mid_stream_leaves_nothing(tmp_path: Path, monkeypatc
                 raise ConnectionResetError("connection reset by peer")
             return super().read(10)
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Broken(b"y" * 100))
+    monkeypatch.setattr(dl, "_urlopen", lambda *a, **k: Broken(b"y" * 100))
     dest = tmp_path / "file.bin"
     with pytest.raises(DownloadError, match="connection reset") as info:
         fetch_file("https://example.org/file.bin", dest, None, progress=False, manual_hint="put it in /x/y")
@@ -292,7 +318,7 @@ def test_load_dataset_downloads_extracts_then_reads_offline(tmp_path: Path, monk
     def refuse(*args, **kwargs):
         raise AssertionError("network used although the data is present")
 
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(dl, "_urlopen", refuse)
     monkeypatch.setattr(ds, "fetch_file", refuse)
     assert len(load_dataset("ml-1m", data_dir=root).interactions) == 5
 
@@ -301,7 +327,7 @@ def test_load_dataset_flat_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     folder = FIXTURES / "hetrec2011-lastfm-2k"
     archive = make_zip(tmp_path / "hetrec2011-lastfm-2k.zip", {p.name: p for p in folder.iterdir()})
     key = (folder / "user_artists.dat").read_bytes()
-    serve_as(monkeypatch, "lastfm-2k", archive, check_sha256=sha(key))
+    serve_as(monkeypatch, "lastfm-2k", archive, sha256=sha(archive.read_bytes()), check_sha256=sha(key))
     raw = load_dataset("lastfm-2k", data_dir=tmp_path / "data", progress=False)
     assert len(raw.interactions) == 3 and (tmp_path / "data" / "hetrec2011-lastfm-2k" / "artists.dat").is_file()
 
@@ -319,7 +345,8 @@ def test_load_dataset_wrong_archive_checksum_leaves_nothing(tmp_path: Path, monk
 
 def test_load_dataset_key_file_checksum_after_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = make_zip(tmp_path / "ml-100k.zip", {"ml-100k/u.data": b"1\t2\t3\t4\n"})
-    serve_as(monkeypatch, "ml-100k", archive)  # keeps the recorded sha256 of the official u.data
+    # the archive passes its (replaced) sha256; the recorded sha256 of the official u.data still applies
+    serve_as(monkeypatch, "ml-100k", archive, sha256=sha(archive.read_bytes()))
     root = tmp_path / "data"
     with pytest.raises(DownloadError, match="checksum"):
         load_dataset("ml-100k", data_dir=root, progress=False)
@@ -344,3 +371,144 @@ def test_load_dataset_refuses_to_overwrite_a_partial_folder(tmp_path: Path, no_n
     with pytest.raises(FileExistsError, match=r"ratings\.dat"):
         load_dataset("ml-1m", data_dir=tmp_path)
     assert no_network == []
+
+
+# ---------------------------------------------------------------------------------------------------- https only
+
+
+@pytest.mark.parametrize("url", ["http://example.org/a.zip", "ftp://example.org/a.zip", "gopher://example.org/a"])
+def test_fetch_file_refuses_insecure_schemes(tmp_path: Path, no_network: list[str], url: str) -> None:
+    with pytest.raises(DownloadError, match=r"only https://") as info:
+        fetch_file(url, tmp_path / "a.zip", "0" * 64, progress=False)
+    assert url in str(info.value)
+    assert no_network == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("newurl", "allowed"),
+    [
+        ("http://files.example.org/a.zip", False),  # scheme downgrade
+        ("ftp://files.example.org/a.zip", False),
+        ("HTTP://files.example.org/a.zip", False),
+        ("https://mirror.example.org/a.zip", True),
+    ],
+)
+def test_redirects_may_not_leave_https(newurl: str, allowed: bool) -> None:
+    handler = dl.HttpsOnlyRedirectHandler()
+    request = urllib.request.Request("https://files.example.org/a.zip", headers={"User-Agent": "t"})
+    response = io.BytesIO(b"")
+    if allowed:
+        follow = handler.redirect_request(request, response, 302, "Found", {}, newurl)
+        assert follow is not None and follow.full_url == newurl
+    else:
+        with pytest.raises(DownloadError, match="only https") as info:
+            handler.redirect_request(request, response, 301, "Moved", {}, newurl)
+        assert newurl in str(info.value) and "https://files.example.org/a.zip" in str(info.value)
+        assert response.closed
+
+
+def test_downloads_go_through_the_https_only_redirect_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[urllib.request.BaseHandler] = []
+
+    class Spy(dl.HttpsOnlyRedirectHandler):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
+    monkeypatch.setattr(dl, "HttpsOnlyRedirectHandler", Spy)
+    with dl._urlopen(urllib.request.Request((FIXTURES / "ml-1m" / "ratings.dat").as_uri()), 5) as response:
+        assert response.read(4) == b"1::1"
+    assert len(made) == 1
+    opener = made[0].parent  # the opener the download used: its only redirect handler is ours
+    assert [h for h in opener.handlers if isinstance(h, urllib.request.HTTPRedirectHandler)] == made
+
+
+def test_downloads_get_the_usual_file_mode(tmp_path: Path) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"payload")
+    old = os.umask(0o022)
+    try:
+        out = fetch_file(source.as_uri(), tmp_path / "cache" / "file.bin", sha(b"payload"), progress=False)
+        folder = extract_zip(make_zip(tmp_path / "a.zip", {"x/a.txt": b"1"}), tmp_path / "data" / "x")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
+
+
+# ---------------------------------------------------------------------------------------------------- verification
+
+
+def test_archive_is_verified_before_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = make_zip(tmp_path / "ml-10m.zip", {"ml-10M100K/ratings.dat": b"1::2::3::4\n"})
+    serve_as(monkeypatch, "ml-10m", archive)  # the recorded sha256 of the official ml-10m.zip: no match
+    extracted: list[Path] = []
+    monkeypatch.setattr(ds, "extract_zip", lambda *a, **k: extracted.append(Path(a[0])))
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="sha256") as info:
+        load_dataset("ml-10m", data_dir=root, progress=False)
+    assert get_spec("ml-10m").sha256 in str(info.value)
+    assert extracted == [] and [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_single_file_content_is_verified_before_it_is_put_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = tmp_path / "served" / "All_Beauty_5.json.gz"
+    served.parent.mkdir()
+    served.write_bytes(gzip.compress(b'{"reviewerID": "a", "asin": "b", "overall": 5.0, "unixReviewTime": 1}\n'))
+    serve_as(monkeypatch, "amazon-beauty", served)  # keeps the recorded sha256 of the official JSON lines
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match="failed its check") as info:
+        load_dataset("amazon-beauty", data_dir=root, progress=False)
+    assert served.as_uri() in str(info.value)
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+    served.write_bytes(gzip.compress(b"x" * 1000)[:20])  # truncated gzip: refused the same way
+    with pytest.raises(DownloadError, match="not a complete gzip file"):
+        load_dataset("amazon-beauty", data_dir=root, progress=False)
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_truncated_json_gz_of_a_registered_dataset_is_a_clear_error(tmp_path: Path, no_network: list[str]) -> None:
+    folder = tmp_path / "amazon-2018-5core-all-beauty"
+    folder.mkdir()
+    content = (FIXTURES / "amazon" / "reviews_Tiny_5.json").read_bytes() * 200
+    (folder / "All_Beauty_5.json.gz").write_bytes(gzip.compress(content)[:300])
+    with pytest.raises(ChecksumError, match="not a complete gzip file") as info:
+        load_dataset("amazon-beauty", data_dir=tmp_path)
+    assert str(folder / "All_Beauty_5.json.gz") in str(info.value)
+    from recforge.data.readers import DataFormatError
+
+    with pytest.raises(DataFormatError, match="truncated or corrupt") as info2:
+        load_dataset("amazon-beauty", data_dir=tmp_path, verify=False)
+    assert str(folder / "All_Beauty_5.json.gz") in str(info2.value)
+    with pytest.raises(ChecksumError, match="not a complete gzip file"):
+        sha256_file(folder / "All_Beauty_5.json.gz", decompress=True)
+    assert no_network == []
+
+
+# ---------------------------------------------------------------------------------------------------- zip limits
+
+
+def test_extract_zip_size_limits(tmp_path: Path) -> None:
+    big = make_zip(tmp_path / "big.zip", {"d/a.dat": b"a" * 1000, "d/b.dat": b"b" * 10})
+    with pytest.raises(DownloadError, match=r"member 'd/a\.dat' unpacks to more than 500 bytes \(1,000\)"):
+        extract_zip(big, tmp_path / "data" / "one", max_member_bytes=500)
+    several = make_zip(tmp_path / "several.zip", {f"d/{i}.dat": b"x" * 400 for i in range(3)})
+    with pytest.raises(DownloadError, match=r"the archive unpacks to more than 1,000 bytes \(1,200\)"):
+        extract_zip(several, tmp_path / "data" / "all", max_total_bytes=1000)
+    assert not (tmp_path / "data" / "one").exists() and not (tmp_path / "data" / "all").exists()
+    assert no_temp_files(tmp_path / "data")
+    out = extract_zip(several, tmp_path / "data" / "fits", max_total_bytes=1200, max_member_bytes=400)
+    assert sorted(p.name for p in out.iterdir()) == ["0.dat", "1.dat", "2.dat"]
+
+
+def test_extract_zip_counts_the_bytes_actually_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # should an archive's declared sizes lie, the bytes written are counted too
+    monkeypatch.setattr(dl, "_check_members", lambda *a, **k: None)
+    archive = make_zip(tmp_path / "a.zip", {"d/a.dat": b"a" * 3000})
+    with pytest.raises(DownloadError, match="unpacks to more than 2,000 bytes"):
+        extract_zip(archive, tmp_path / "data" / "a", max_member_bytes=2000)
+    with pytest.raises(DownloadError, match="the archive unpacks to more than 2,500 bytes"):
+        extract_zip(archive, tmp_path / "data" / "a", max_total_bytes=2500)
+    assert not (tmp_path / "data" / "a").exists() and no_temp_files(tmp_path / "data")

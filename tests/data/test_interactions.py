@@ -116,3 +116,60 @@ def test_from_csr_and_select():
     assert (again.matrix != data.matrix).nnz == 0
     part = data.select(data.values >= 3)
     assert len(part) == 3 and part.users == data.users
+
+
+def test_from_csr_keeps_the_explicit_flag_and_stored_zero_ratings():
+    import scipy.sparse as sp
+
+    ratings = sp.csr_array((np.array([4.0, 0.0, 5.0]), (np.array([0, 0, 1]), np.array([0, 2, 1]))), shape=(2, 3))
+    data = Interactions.from_csr(ratings, explicit=True)
+    assert data.explicit and len(data) == 3  # the stored 0.0 is a rating
+    assert sorted(zip(data.user_idx.tolist(), data.item_idx.tolist(), data.values.tolist(), strict=True)) == [
+        (0, 0, 4.0),
+        (0, 2, 0.0),
+        (1, 1, 5.0),
+    ]
+    assert not Interactions.from_csr(ratings).explicit  # the default stays implicit
+
+
+def test_from_dense_ratings_is_the_cofi_input():
+    # Y: items x users ratings, R: 1 where rated -- as in the collaborative-filtering notebook
+    Y = np.array([[5.0, 0.0, 0.0], [0.0, 3.0, 0.0], [4.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    R = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 1], [0, 0, 0]])
+    data = Interactions.from_dense_ratings(Y, R)
+    assert data.explicit and (data.n_users, data.n_items) == (3, 4)
+    events = sorted(zip(data.user_idx.tolist(), data.item_idx.tolist(), data.values.tolist(), strict=True))
+    # user 1 rated item 0 with 0: an explicit zero rating is kept; the unrated zeros are not events
+    assert events == [(0, 0, 5.0), (0, 2, 4.0), (1, 0, 0.0), (1, 1, 3.0), (2, 2, 1.0)]
+    assert data.matrix.shape == (3, 4) and data.matrix.nnz == 5
+    frame = data.to_frame()
+    assert list(frame.columns) == ["user", "item", "rating"]
+    # the same matrices users x items; NaN where unrated is fine; bool masks too
+    Yt = np.where(R.T == 1, Y.T, np.nan)
+    again = Interactions.from_dense_ratings(Yt, R.T.astype(bool), items_by_users=False)
+    assert (again.matrix != data.matrix).nnz == 0 and again.explicit
+    # without R: the non-zero, non-NaN cells are the ratings
+    implicit_mask = Interactions.from_dense_ratings(Y)
+    assert len(implicit_mask) == 4 and implicit_mask.explicit
+    # named ids
+    users, items = IdMap(["ann", "bob", "cy"], kind="user"), IdMap(["m1", "m2", "m3", "m4"])
+    named = Interactions.from_dense_ratings(Y, R, users=users, items=items)
+    assert named.to_frame().query("user == 'bob' and item == 'm1'")["rating"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("Y", "R", "words"),
+    [
+        (np.zeros((2, 3)), np.zeros((3, 2)), "same"),
+        (np.zeros(3), None, "2-D"),
+        (np.zeros((2, 2)), np.array([[0, 2], [1, 0]]), "only 0 and 1"),
+        (np.array([[np.nan, 1.0], [2.0, 3.0]]), np.ones((2, 2)), "Y[0, 0] = nan is rated"),
+        (np.array([[1.0, np.inf], [2.0, 3.0]]), np.ones((2, 2)), "Y[0, 1] = inf is rated"),
+        (np.array([[1.0, 1e39], [2.0, 3.0]]), np.ones((2, 2)), "float32 range"),
+    ],
+)
+def test_from_dense_ratings_errors(Y, R, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        Interactions.from_dense_ratings(Y, R)
+    with pytest.raises(ValueError, match="id maps"):
+        Interactions.from_dense_ratings(np.ones((2, 3)), users=IdMap([1, 2]))

@@ -363,3 +363,83 @@ def test_real_amazon() -> None:
     beauty = read_amazon_reviews(real_data("amazon-2018-5core-all-beauty") / "All_Beauty_5.json.gz")
     assert len(beauty.interactions) == 5269
     assert beauty.interactions["user"].nunique() == 991 and beauty.interactions["item"].nunique() == 85
+
+
+# ---------------------------------------------------------------------------------------------------- ids, text
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        (["1", "2", "-3", "0"], [1, 2, -3, 0]),  # canonical integers: int64
+        (["1", "99999999999999999999"], ["1", "99999999999999999999"]),  # above int64: all kept as written
+        (["1", "6.5"], ["1", "6.5"]),  # one decimal: text, never floats
+        (["1", "1.0"], ["1", "1.0"]),  # 1 and 1.0 stay two ids
+        (["007", "7"], ["007", "7"]),  # leading zeros are part of the id
+        (["+5", "5"], ["+5", "5"]),
+        (["9223372036854775807", "-9223372036854775808"], [9223372036854775807, -9223372036854775808]),
+        (["9223372036854775808", "1"], ["9223372036854775808", "1"]),
+        (["1e5", "2"], ["1e5", "2"]),
+        (["u1", "u2"], ["u1", "u2"]),
+    ],
+)
+def test_id_columns_are_int64_or_exactly_as_written(tmp_path: Path, ids: list[str], expected: list) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("u,i,r\n" + "".join(f"{u},{n},4\n" for n, u in enumerate(ids)))
+    frame = read_table(path, user_col="u", item_col="i", rating_col="r").interactions
+    assert frame["user"].tolist() == expected
+    if isinstance(expected[0], int):
+        assert frame["user"].dtype == np.int64
+    else:
+        assert all(isinstance(u, str) for u in frame["user"])
+    assert frame["item"].dtype == np.int64
+    csv_form = tmp_path / "goodreads_interactions.csv"
+    csv_form.write_text("user_id,book_id,rating\n" + "".join(f"{u},{n},4\n" for n, u in enumerate(ids)))
+    assert read_goodreads(csv_form).interactions["user"].tolist() == expected
+
+
+def test_parquet_ids_never_become_floats(tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"u": [1.0, 2.0], "i": [1.5, 2.0], "j": ["a", "b"], "r": [3, 4]}).to_parquet(path)
+    frame = read_table(path, user_col="u", item_col="i", rating_col="r").interactions
+    assert frame["user"].tolist() == [1, 2] and frame["user"].dtype == np.int64  # integral floats
+    assert frame["item"].tolist() == ["1.5", "2"]  # not integral: their text
+    assert read_table(path, user_col="j", item_col="u").interactions["user"].tolist() == ["a", "b"]
+
+
+def test_latin1_file_gives_text_ids_not_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes("u,i,r\nJosé,Zoë,3\nbob,x,4\n".encode("latin-1"))
+    with pytest.warns(UserWarning, match=r"t\.csv is not valid UTF-8; reading it as Latin-1"):
+        frame = read_table(path, user_col="u", item_col="i", rating_col="r").interactions
+    assert frame["user"].tolist() == ["José", "bob"] and frame["item"].tolist() == ["Zoë", "x"]
+    triplets = tmp_path / "triplets.txt"
+    triplets.write_bytes("José\tb\t3\n".encode("latin-1"))
+    with pytest.warns(UserWarning, match="Latin-1"):
+        assert read_playcount_triplets(triplets).interactions["user"].tolist() == ["José"]
+    header = tmp_path / "h.csv"
+    header.write_bytes("usér,i\n1,2\n".encode("latin-1"))  # a Latin-1 header names its columns too
+    with pytest.warns(UserWarning, match="Latin-1"):
+        assert read_table(header, user_col="usér", item_col="i").interactions["user"].tolist() == [1]
+
+
+def test_official_latin1_files_read_without_warnings(recwarn: pytest.WarningsRecorder) -> None:
+    read_movielens_100k(FIXTURES / "ml-100k")  # u.item is Latin-1 by definition
+    read_lastfm_hetrec(FIXTURES / "hetrec2011-lastfm-2k")  # tags.dat too
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_density_of_a_raw_dataset() -> None:
+    raw = read_movielens_1m(FIXTURES / "ml-1m")
+    stats = raw.stats()
+    users, items, events = raw.n_users, raw.n_items, raw.n_interactions
+    assert (stats["users"], stats["items"], stats["interactions"]) == (users, items, events)
+    assert raw.density == pytest.approx(stats["pairs"] / (users * items)) and 0 < raw.density <= 1
+    empty = RawDataset("empty", raw.interactions.iloc[:0])
+    assert empty.density == 0.0 and empty.stats()["density"] == 0.0
+
+
+def test_real_density_of_movielens_100k() -> None:
+    raw = read_movielens_100k(real_data("ml-100k"))
+    assert raw.density == pytest.approx(100_000 / (943 * 1682))  # 6.3%
+    assert raw.stats()["density"] == pytest.approx(0.06304669)

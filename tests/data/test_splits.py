@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from recforge.data.splits import (
     EvalPart,
     Split,
     _sample_negatives,
+    density,
     every_nth_split,
     heldout_users_split,
     leave_last_out,
@@ -284,7 +287,8 @@ def test_predefined():
     rng = np.random.default_rng(0)
     part = rng.choice(3, size=len(frame), p=[0.7, 0.1, 0.2])
     tr, va, te = frame[part == 0], frame[part == 1], frame[part == 2]
-    s = predefined_split(tr, te, valid_frame=va)
+    with pytest.warns(UserWarning, match="predefined split: dropped"):
+        s = predefined_split(tr, te, valid_frame=va)
     assert s.protocol == "predefined"
     assert s.train.users == Interactions.from_frame(tr).users
     known = tr["user"].unique(), tr["item"].unique()
@@ -297,6 +301,41 @@ def test_predefined():
     assert s.valid.history is s.train and s.test.known_users
     assert event_set(s.test.history) == event_set(s.train) | event_set(s.valid.target)
     assert s.test.target.users is s.train.users and s.test.target.items is s.train.items
+
+
+def test_predefined_reports_what_it_drops():
+    train = pd.DataFrame({"user": [1, 1, 2, 2], "item": [10, 11, 10, 12], "rating": [4.0, 3.0, 5.0, 1.0]})
+    test = pd.DataFrame(
+        {"user": [1, 2, 3, 3, 4, 1], "item": [12, 11, 10, 11, 99, 98], "rating": [2.0, 3.0, 4.0, 5.0, 1.0, 2.0]}
+    )
+    # kept: (1, 12), (2, 11); dropped: user 3 twice, user 4 (and item 99), item 98 -> 4 events, 2 users, 2 items
+    with pytest.warns(UserWarning) as caught:
+        s = predefined_split(train, test)
+    message = str(caught[0].message)
+    assert "dropped 4 of 6 test events" in message and "2 unknown user(s), 2 unknown item(s)" in message
+    assert (s.params["dropped_test_events"], s.params["dropped_test_users"], s.params["dropped_test_items"]) == (
+        4,
+        2,
+        2,
+    )
+    assert len(s.test.target) == 2
+    summary = s.summary()
+    assert (summary["dropped_test_events"], summary["dropped_test_users"], summary["dropped_test_items"]) == (4, 2, 2)
+    assert summary["dropped_train_events"] == 0
+    with warnings.catch_warnings():  # nothing dropped: nothing to say
+        warnings.simplefilter("error")
+        clean = predefined_split(train, test.iloc[:2])
+    assert clean.summary()["dropped_test_events"] == 0
+
+
+def test_summary_has_the_density():
+    train = pd.DataFrame({"user": [1, 1, 2, 3], "item": [10, 11, 10, 12]})
+    s = predefined_split(train, train.iloc[:1])
+    summary = s.summary()
+    assert (summary["train_users"], summary["items"], summary["train_interactions"]) == (3, 3, 4)
+    assert summary["train_density"] == pytest.approx(4 / 9)
+    assert json.loads(json.dumps(summary)) == summary  # plain JSON numbers
+    assert density(0, 0, 5) == 0.0
 
 
 # ---------------------------------------------------------------------- bad arguments, registry

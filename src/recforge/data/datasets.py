@@ -2,9 +2,13 @@
 
 :func:`load_dataset` looks for ``<data_dir>/<folder>/<key file>`` (``data_dir`` from
 :func:`recforge.data.download.data_dir`) and reads it with no network access when it is there; only
-otherwise, and only with ``download=True``, it fetches the official archive, verifies it, extracts it
-atomically and reads it. Where the sha256 of a key file is recorded (``check_file``/``check_sha256``,
-computed from the official files) a found or freshly downloaded copy is verified before it is read.
+otherwise, and only with ``download=True``, it fetches the official archive over https, verifies its
+sha256 *before* extracting it (atomically, within a size limit) and reads it. Every registered dataset
+has a recorded checksum of its download: the sha256 of the archive for zip files; for the two Amazon
+single-file downloads, for which no trustworthy sha256 of the gzip bytes is published, the sha256 of the
+gunzipped JSON lines (checked on the downloaded temporary file before it is put in place). Where the
+sha256 of a key file is recorded (``check_file``/``check_sha256``, computed from the official files) a
+found copy is verified before it is read too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from recforge.data.download import ChecksumError, DownloadError, extract_zip, fetch_file, sha256_file
+from recforge.data.download import ChecksumError, DownloadError, check_url, extract_zip, fetch_file, sha256_file
 from recforge.data.download import data_dir as resolve_data_dir
 from recforge.data.readers import (
     RawDataset,
@@ -49,8 +53,11 @@ class DatasetSpec:
     file is put in); ``files`` are the names of the key file that marks the dataset as present, in
     order of preference (e.g. a plain and a gzipped form); ``reader`` gets the folder
     (``reads="folder"``) or the key file (``reads="file"``). ``sha256`` is the checksum of the download
-    itself, None where it is not known for sure; ``check_sha256`` is that of ``check_file`` (also
-    checked on the gunzipped content of ``check_file + ".gz"``).
+    itself, verified before anything is extracted (None only where no trustworthy value is known);
+    ``check_sha256`` is that of ``check_file`` (also checked on the gunzipped content of
+    ``check_file + ".gz"``; for a single-file download it is checked on the temporary download before
+    it is put in place). A zip download needs ``sha256``; a single file needs ``sha256`` or
+    ``check_sha256`` (:func:`register_dataset` refuses a dataset that could not be verified).
     """
 
     name: str
@@ -111,11 +118,23 @@ DATASETS: dict[str, DatasetSpec] = {}
 
 
 def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
-    """Add ``spec`` to :data:`DATASETS` (a name already taken needs ``overwrite=True``)."""
+    """Add ``spec`` to :data:`DATASETS` (a name already taken needs ``overwrite=True``).
+
+    The URL must be ``https://`` (or a local ``file://`` copy), and the download must be verifiable
+    before use: a zip needs its ``sha256``, a single file its ``sha256`` or ``check_sha256``.
+    """
     if spec.name in DATASETS and not overwrite:
         raise ValueError(f"a dataset named {spec.name!r} is already registered")
     if not spec.files:
         raise ValueError(f"dataset {spec.name!r} needs at least one key file")
+    try:
+        check_url(spec.url)
+    except DownloadError as exc:
+        raise ValueError(f"dataset {spec.name!r}: {exc}") from None
+    if spec.archive == "zip" and spec.sha256 is None:
+        raise ValueError(f"dataset {spec.name!r}: a zip download needs its sha256, to verify it before extraction")
+    if spec.sha256 is None and spec.check_sha256 is None:
+        raise ValueError(f"dataset {spec.name!r}: record the sha256 of the download or of its content (check_sha256)")
     DATASETS[spec.name] = spec
     return spec
 
@@ -127,6 +146,9 @@ for _spec in (
         "ml-100k",
         read_movielens_100k,
         "u.data",
+        # sha256 of ml-100k.zip (4,924,029 bytes): tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt;
+        # the same value in ISG-Siegen/OmniRec src/omnirec/data_loaders/movielens_100k.py
+        sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
         check_file="u.data",
         # sha256 of u.data in the official ml-100k.zip
         check_sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
@@ -139,6 +161,10 @@ for _spec in (
         "ml-1m",
         read_movielens_1m,
         "ratings.dat",
+        # sha256 of ml-1m.zip (5,917,549 bytes): tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt;
+        # the same value in ISG-Siegen/OmniRec src/omnirec/data_loaders/movielens_small.py (GroupLens MD5
+        # c4d9eecfca2ab87c1945afe126590906)
+        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
         description="MovieLens 1M: 1,000,209 ratings (1-5) from 6,040 users on about 3,900 movies (2003), "
         "with demographics and genres.",
     ),
@@ -148,6 +174,10 @@ for _spec in (
         "ml-10M100K",
         read_movielens_10m,
         "ratings.dat",
+        # sha256 of ml-10m.zip (65,566,137 bytes): not in tensorflow/datasets; ISG-Siegen/OmniRec
+        # src/omnirec/data_loaders/movielens_small.py, and two independent projects that pin the same value
+        # next to GroupLens's published MD5 of the archive (ml-10m.zip.md5: ce571fd55effeba0271552578f2648bd)
+        sha256="813c411ccb6122564edfe752e7f80c4dcc5aa25fa94c93622f6877a7ba252862",
         description="MovieLens 10M: 10,000,054 ratings (0.5-5) and 95,580 tags from 71,567 users on 10,681 "
         "movies (2009).",
     ),
@@ -157,6 +187,9 @@ for _spec in (
         "ml-20m",
         read_movielens_csv,
         "ratings.csv",
+        # sha256 of ml-20m.zip (198,702,078 bytes): tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt
+        # (also pinned, with GroupLens's MD5 cd245b17a1ae2cc31bb14903e1204af3, by several other projects)
+        sha256="96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3",
         description="MovieLens 20M: 20,000,263 ratings (0.5-5) and 465,564 tags from 138,493 users on 27,278 "
         "movies (2015).",
     ),
@@ -166,6 +199,9 @@ for _spec in (
         "ml-25m",
         read_movielens_csv,
         "ratings.csv",
+        # sha256 of ml-25m.zip (261,978,986 bytes): tensorflow/datasets, tensorflow_datasets/url_checksums/movielens.txt
+        # (also pinned, md5 cross-checked against GroupLens's 6b51fb2759a8657d3bfcbfc42b592ada, by other projects)
+        sha256="8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
         description="MovieLens 25M: 25,000,095 ratings (0.5-5) and 1,093,360 tags from 162,541 users on "
         "62,423 movies (2019).",
     ),
@@ -175,6 +211,10 @@ for _spec in (
         "ml-latest-small",
         read_movielens_csv,
         "ratings.csv",
+        # sha256 of ml-latest-small.zip, 2018-09 release (978,202 bytes): tensorflow/datasets,
+        # tensorflow_datasets/url_checksums/movielens.txt. GroupLens may replace "latest" archives: a new
+        # release then fails this check with a message saying so.
+        sha256="696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
         check_file="ratings.csv",
         # sha256 of ratings.csv in the 2018-09 release of ml-latest-small.zip
         check_sha256="aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
@@ -187,6 +227,9 @@ for _spec in (
         folder="hetrec2011-lastfm-2k",  # the archive is flat: its files are extracted into this folder
         files=("user_artists.dat",),
         reader=read_lastfm_hetrec,
+        # sha256 of hetrec2011-lastfm-2k.zip: ISG-Siegen/OmniRec src/omnirec/data_loaders/hetrec_lastfm.py, and the
+        # same value pinned by two independent projects that verified their download
+        sha256="6738f48195667ff03caaab4d32ca9a3133d8cc026b7c3cdaf6ce1010e913c59c",
         check_file="user_artists.dat",
         # sha256 of user_artists.dat in the official hetrec2011-lastfm-2k.zip
         check_sha256="254272fa721c3935e8be286d28c051b206844307128698ab4eaa41d483379416",
@@ -199,14 +242,15 @@ for _spec in (
     ),
     DatasetSpec(
         name="amazon-instruments",
-        url="http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_Musical_Instruments_5.json.gz",
+        url="https://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_Musical_Instruments_5.json.gz",
         folder="amazon-2014-5core-musical-instruments",
         files=("reviews_Musical_Instruments_5.json", "reviews_Musical_Instruments_5.json.gz"),
         reader=read_amazon_reviews,
         reads="file",
         archive="file",
         check_file="reviews_Musical_Instruments_5.json",
-        # sha256 of the JSON lines (the gunzipped download)
+        # No public sha256 of the .json.gz bytes was found; this is the sha256 of the JSON lines (the gunzipped
+        # download, computed from the official file), checked on the download before it is put in place
         check_sha256="8e1aaab451ba61484dfe393f53d11886246bc426c7046b180b62352580f68c1d",
         description="Amazon 2014 Musical Instruments 5-core: 10,261 reviews (1-5, with texts) from 1,429 "
         "users on 900 products.",
@@ -225,7 +269,8 @@ for _spec in (
         reads="file",
         archive="file",
         check_file="All_Beauty_5.json",
-        # sha256 of the JSON lines (the gunzipped download; the gzip bytes themselves vary with the compressor)
+        # No public sha256 of the .json.gz bytes was found (and gzip bytes vary with the compressor); this is the
+        # sha256 of the JSON lines (the gunzipped download), checked on the download before it is put in place
         check_sha256="2216c07d74d92744fefcff3cfe9eac5831634bcc77bfb2a47352f7d51f96cb86",
         description="Amazon 2018 All Beauty 5-core: 5,269 reviews (1-5, with texts) from 991 users on 85 products.",
         citation="Jianmo Ni, Jiacheng Li and Julian McAuley. 2019. Justifying recommendations using "
@@ -258,13 +303,18 @@ def _find(spec: DatasetSpec, folder: Path) -> Path | None:
     return None
 
 
-def _verify(spec: DatasetSpec, path: Path) -> None:
-    """Raise :class:`ChecksumError` when ``path`` is the recorded check file and its sha256 differs."""
+def _verify(spec: DatasetSpec, path: Path, *, name: str | None = None) -> None:
+    """Raise :class:`ChecksumError` when ``path`` is the recorded check file and its sha256 differs.
+
+    ``name`` is the file's name when it differs from ``path``'s (a temporary download). A truncated or
+    corrupt ``.gz`` copy is a ChecksumError naming it too.
+    """
     if spec.check_file is None or spec.check_sha256 is None:
         return
-    if path.name == spec.check_file:
+    name = name or path.name
+    if name == spec.check_file:
         got = sha256_file(path)
-    elif path.name == spec.check_file + ".gz":
+    elif name == spec.check_file + ".gz":
         got = sha256_file(path, decompress=True)
     else:
         return
@@ -322,6 +372,7 @@ def _download(spec: DatasetSpec, root: Path, folder: Path, *, hint: str, verify:
                 f"{folder} exists but has no {spec.files[0]}: complete it by hand ({spec.url}; {hint}) "
                 f"or remove it to download {spec.name!r} again"
             )
+        # fetch_file checks the archive's sha256 on the temporary download: nothing unverified is extracted
         archive = fetch_file(
             spec.url, root / "downloads" / spec.download_name, spec.sha256, progress=progress, manual_hint=hint
         )
@@ -329,11 +380,22 @@ def _download(spec: DatasetSpec, root: Path, folder: Path, *, hint: str, verify:
         archive.unlink(missing_ok=True)
         created = folder
     else:
-        created = fetch_file(spec.url, folder / spec.download_name, spec.sha256, progress=progress, manual_hint=hint)
+
+        def check(tmp: Path) -> None:
+            _verify(spec, tmp, name=spec.download_name)
+
+        created = fetch_file(
+            spec.url,
+            folder / spec.download_name,
+            spec.sha256,
+            progress=progress,
+            manual_hint=hint,
+            verify=check if verify else None,
+        )
     found = _find(spec, folder)
     if found is None:
         raise DownloadError(f"the download of {spec.url} holds no {spec.files[0]}; fetch it by hand and {hint}")
-    if verify:
+    if verify and spec.archive == "zip":
         try:
             _verify(spec, found)
         except ChecksumError as exc:
@@ -348,13 +410,16 @@ def _download(spec: DatasetSpec, root: Path, folder: Path, *, hint: str, verify:
 
 
 def dataset_info(name: str, *, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """What the CLI shows about ``name``: url, folder, path, whether it is present (no hashing), texts."""
+    """What the CLI shows about ``name``: url, recorded checksums, folder, path, presence (no hashing), texts."""
     spec = get_spec(name)
     folder = resolve_data_dir(data_dir) / spec.folder
     found = _find(spec, folder)
     return {
         "name": spec.name,
         "url": spec.url,
+        "sha256": spec.sha256,
+        "check_file": spec.check_file,
+        "check_sha256": spec.check_sha256,
         "folder": spec.folder,
         "path": str(folder),
         "present": found is not None,

@@ -120,9 +120,19 @@ class Interactions:
 
     @classmethod
     def from_csr(
-        cls, matrix: sp.sparray | sp.spmatrix, users: IdMap | None = None, items: IdMap | None = None
+        cls,
+        matrix: sp.sparray | sp.spmatrix | np.ndarray,
+        users: IdMap | None = None,
+        items: IdMap | None = None,
+        *,
+        explicit: bool = False,
     ) -> Interactions:
-        """Events from the non-zeros of a users x items matrix (ids default to 0..n-1)."""
+        """Events from the stored entries of a users x items matrix (ids default to 0..n-1).
+
+        A sparse matrix gives one event per stored entry, explicitly stored zeros included (a rating
+        of 0 is a rating); a dense array gives one per non-zero entry. ``explicit=True`` marks the
+        values as ratings (see :meth:`from_dense_ratings` for dense rating matrices with a "rated" mask).
+        """
         coo = sp.coo_array(matrix)
         coo.sum_duplicates()
         n_users, n_items = coo.shape
@@ -134,6 +144,74 @@ class Interactions:
             coo.data.astype(np.float32),
             users,
             items,
+            explicit=explicit,
+        ).sorted()
+
+    @classmethod
+    def from_dense_ratings(
+        cls,
+        Y: Any,
+        R: Any = None,
+        *,
+        items_by_users: bool = True,
+        users: IdMap | None = None,
+        items: IdMap | None = None,
+    ) -> Interactions:
+        """Explicit ratings from a dense rating matrix ``Y`` and its 0/1 "rated" mask ``R`` (the CoFi notebook's input).
+
+        ``Y`` and ``R`` are items x users as in Ng's collaborative-filtering exercise (``Y[i, j]`` is
+        user ``j``'s rating of item ``i``; ``R[i, j] = 1`` where it exists); ``items_by_users=False``
+        takes them users x items. Every cell with ``R = 1`` is one event -- a rating of 0 included --
+        and only those: ``Y`` may hold anything (0, NaN) where ``R = 0``. Without ``R`` the rated
+        cells are the non-zero, non-NaN ones of ``Y``. The result is explicit (its values are
+        ratings). Ids default to 0..n-1 (item ``i`` = row ``i`` of ``Y``).
+
+        Raises ValueError for shapes that differ or are not 2-D, a mask with values other than 0/1,
+        and a rated cell that is not a finite number.
+        """
+        ratings = np.asarray(Y.toarray() if sp.issparse(Y) else Y, dtype=np.float64)
+        if ratings.ndim != 2:
+            raise ValueError(f"Y must be a 2-D matrix, got shape {ratings.shape}")
+        if R is None:
+            rated = (ratings != 0) & ~np.isnan(ratings)
+        else:
+            mask = np.asarray(R.toarray() if sp.issparse(R) else R)
+            if mask.shape != ratings.shape:
+                raise ValueError(f"R has shape {mask.shape} but Y has {ratings.shape}; they must be the same")
+            if mask.dtype != bool:
+                values = np.unique(mask)
+                if not np.isin(values, (0, 1)).all():
+                    raise ValueError(
+                        f"R must hold only 0 and 1 (rated or not), found {values[~np.isin(values, (0, 1))][:5]}"
+                    )
+            rated = mask.astype(bool)
+        if items_by_users:
+            ratings, rated = ratings.T, rated.T
+        rows, cols = np.nonzero(rated)
+        values = ratings[rows, cols]
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (np.abs(values) > np.finfo(np.float32).max)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            cell = (int(cols[k]), int(rows[k])) if items_by_users else (int(rows[k]), int(cols[k]))
+            raise ValueError(
+                f"Y{list(cell)} = {values[k]} is rated but is not a finite number within the float32 range"
+            )
+        n_users, n_items = ratings.shape
+        users = users or IdMap(np.arange(n_users), kind="user")
+        items = items or IdMap(np.arange(n_items), kind="item")
+        if len(users) != n_users or len(items) != n_items:
+            raise ValueError(
+                f"the id maps have {len(users)} users and {len(items)} items but the matrix is "
+                f"{n_users} users x {n_items} items"
+            )
+        return cls(
+            rows.astype(np.int64),
+            cols.astype(np.int64),
+            values.astype(np.float32),
+            users,
+            items,
+            explicit=True,
         ).sorted()
 
     # ------------------------------------------------------------------ views

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -54,19 +55,32 @@ class Split:
     params: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """Sizes of every part, for logs and run directories."""
+        """Sizes of every part, for logs and run directories.
+
+        ``train_density`` is train interactions / (train users x items); the ``dropped_*`` counts of
+        ``params`` (events a protocol left out, e.g. test events of users unknown to train) are repeated
+        here so that a log or ``split.json`` says what was left out.
+        """
+        train_users = int((self.train.user_counts() > 0).sum())
         out: dict[str, Any] = {
             "protocol": self.protocol,
-            "train_users": int((self.train.user_counts() > 0).sum()),
+            "train_users": train_users,
             "items": self.train.n_items,
             "train_interactions": self.train.nnz,
+            "train_density": density(self.train.nnz, train_users, self.train.n_items),
         }
         for name, part in (("valid", self.valid), ("test", self.test)):
             if part is not None:
                 out[f"{name}_users"] = part.n_users
                 out[f"{name}_history_interactions"] = part.history.nnz
                 out[f"{name}_target_interactions"] = part.target.nnz
+        out.update({k: v for k, v in self.params.items() if k.startswith("dropped_")})
         return out
+
+
+def density(interactions: int, users: int, items: int) -> float:
+    """interactions / (users x items): the share of the users x items matrix that is known (0 when empty)."""
+    return interactions / (users * items) if users > 0 and items > 0 else 0.0
 
 
 # ====================================================================== protocols
@@ -644,9 +658,12 @@ def predefined_split(
     Users and items are indexed over ``train_frame`` (sorted raw ids), or over the given ``users``/
     ``items`` maps. Validation/test events whose user or item is not in the maps (by default: unseen
     in train) are dropped from the target and counted in ``params["dropped_valid_events"]`` /
-    ``params["dropped_test_events"]``; with explicit maps, training events outside them are dropped
-    too (``params["dropped_train_events"]``). Columns as for :meth:`Interactions.from_frame` (same
-    ``value_col``/``timestamp_col``/``duplicates`` for every frame).
+    ``params["dropped_test_events"]`` (with the distinct users and items concerned in
+    ``dropped_test_users``/``dropped_test_items``, likewise for valid); with explicit maps, training
+    events outside them are dropped too (``params["dropped_train_events"]``). The counts are also in
+    :meth:`Split.summary`, and any drop is announced with a :class:`UserWarning` naming them. Columns
+    as for :meth:`Interactions.from_frame` (same ``value_col``/``timestamp_col``/``duplicates`` for
+    every frame).
     """
     for name, f in (("train_frame", train_frame), ("test_frame", test_frame), ("valid_frame", valid_frame)):
         if f is not None and not isinstance(f, pd.DataFrame):
@@ -656,29 +673,47 @@ def predefined_split(
     kw: dict[str, Any] = {"value_col": value_col, "timestamp_col": timestamp_col, "duplicates": duplicates}
     params: dict[str, Any] = {}
 
-    def known(frame: pd.DataFrame) -> np.ndarray:
+    def known(frame: pd.DataFrame, part: str) -> np.ndarray:
+        """Events of ``frame`` whose user and item are in the maps; counts and announces the others."""
         assert users is not None and items is not None
-        return (users.index(frame["user"].to_numpy(), missing="minus_one") >= 0) & (
-            items.index(frame["item"].to_numpy(), missing="minus_one") >= 0
-        )
+        user_known = users.index(frame["user"].to_numpy(), missing="minus_one") >= 0
+        item_known = items.index(frame["item"].to_numpy(), missing="minus_one") >= 0
+        keep = user_known & item_known
+        dropped = int((~keep).sum())
+        params[f"dropped_{part}_events"] = dropped
+        if part != "train":
+            params[f"dropped_{part}_users"] = int(frame["user"][~user_known].nunique())
+            params[f"dropped_{part}_items"] = int(frame["item"][~item_known].nunique())
+        if dropped:
+            what = "given user/item maps" if part == "train" else "training part"
+            detail = (
+                ""
+                if part == "train"
+                else f" ({params[f'dropped_{part}_users']} unknown user(s), {params[f'dropped_{part}_items']} "
+                f"unknown item(s))"
+            )
+            warnings.warn(
+                f"predefined split: dropped {dropped} of {len(frame)} {part} events whose user or item is not in "
+                f"the {what}{detail}",
+                UserWarning,
+                stacklevel=3,
+            )
+        return keep
 
     if users is None:
         users = IdMap.from_values(train_frame["user"].to_numpy(), kind="user")[0]
     if items is None:
         items = IdMap.from_values(train_frame["item"].to_numpy(), kind="item")[0]
-    keep = known(train_frame)
-    params["dropped_train_events"] = int((~keep).sum())
+    keep = known(train_frame, "train")
     train = Interactions.from_frame(train_frame[keep], users=users, items=items, **kw)
     valid_part = None
     history = train
     if valid_frame is not None:
-        keep = known(valid_frame)
-        params["dropped_valid_events"] = int((~keep).sum())
+        keep = known(valid_frame, "valid")
         valid_target = Interactions.from_frame(valid_frame[keep], users=users, items=items, **kw)
         valid_part = EvalPart(train, valid_target, known_users=True)
         history = _concat(train, valid_target)
-    keep = known(test_frame)
-    params["dropped_test_events"] = int((~keep).sum())
+    keep = known(test_frame, "test")
     test_target = Interactions.from_frame(test_frame[keep], users=users, items=items, **kw)
     test_part = EvalPart(history, test_target, known_users=True)
     return Split(train=train, test=test_part, valid=valid_part, protocol="predefined", params=params)
