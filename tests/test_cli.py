@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from recforge.cli import main
@@ -178,3 +180,40 @@ def test_official_fold_and_sampled_negatives_protocols(monkeypatch, capsys, tmp_
     test = json.loads((tmp_path / "runs" / "loo" / "metrics.json").read_text())["test"]
     assert test["n_users"] == 943 and 0.5 < test["metrics"]["sampled_hr@10"] <= 1.0
     assert (tmp_path / "runs" / "loo" / "per_user_test_sampled.csv").exists()
+
+
+@needs_ml100k
+def test_recommend_prints_the_titles_saved_with_the_run(ease_run, monkeypatch, capsys):
+    titles = pd.read_csv(ease_run / "items.csv")
+    assert len(titles) == 1415 and set(titles.columns) == {"item", "title"}
+    code, out, _ = cli(monkeypatch, capsys, "recommend", str(ease_run), "--items", "50:5,172:5,181:4", "-k", "3")
+    rec = json.loads(out)
+    assert code == 0 and rec["ratings"] == [5.0, 5.0, 4.0] and len(rec["titles"]) == 3
+    assert all(isinstance(t, str) and "(19" in t for t in rec["titles"])  # e.g. "Raiders of the Lost Ark (1981)"
+
+
+@needs_ml100k
+def test_a_held_out_user_is_named_as_such(ease_run, monkeypatch, capsys):
+    heldout = json.loads((ease_run / "heldout_users.json").read_text())
+    assert len(heldout["valid"]) == len(heldout["test"]) == 100
+    user = str(heldout["test"][0])
+    code, out, err = cli(monkeypatch, capsys, "recommend", str(ease_run), "--user", user)
+    assert code == 2 and out == ""
+    assert f"user {user} (test part) was held out of training by the split; use --items with their history" in err
+
+
+@needs_ml100k
+def test_evaluate_finds_moved_data_with_data_dir_and_the_run_records_its_source(
+    ease_run, tmp_path, monkeypatch, capsys
+):
+    source = json.loads((ease_run / "split.json").read_text())["data_source"]
+    assert source["dataset"] == "ml-100k" and Path(source["folder"]) == (Path(DATA) / "ml-100k").resolve()
+    moved = tmp_path / "run"
+    shutil.copytree(ease_run, moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["data"].update(data_dir=str(tmp_path / "gone"), download=False)  # the data moved since the run
+    (moved / "config.json").write_text(json.dumps(config))
+    code, _, err = cli(monkeypatch, capsys, "evaluate", str(moved))
+    assert code == 2 and "gone" in err and "Traceback" not in err
+    code, out, err = cli(monkeypatch, capsys, "evaluate", str(moved), "--data-dir", DATA)
+    assert code == 0 and "0.47" in out, err

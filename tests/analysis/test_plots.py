@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from recforge.analysis import plots
 from recforge.analysis.plots import plot_metric_bars, plot_training_curves
 
 PNG = b"\x89PNG"
@@ -36,3 +39,16 @@ def test_bad_input(tmp_path):
         plot_training_curves([], tmp_path / "x.png")
     with pytest.raises(ValueError, match="no results"):
         plot_metric_bars({}, tmp_path / "x.png")
+
+
+def test_total_loss_is_drawn_on_top_and_kl_on_its_own_axis(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    rows = [{"epoch": float(e), "train_loss": 300.0 - e, "train_nll": 299.0 - e, "train_kl": 0.5 * e} for e in range(5)]
+    plot_training_curves(rows, tmp_path / "curves.png")
+    training, kl_axis = figures[0].axes
+    total, nll = training.get_lines()
+    assert (total.get_label(), nll.get_label()) == ("total loss", "nll")
+    assert total.get_zorder() > nll.get_zorder() and total.get_linewidth() > nll.get_linewidth()
+    assert [line.get_label() for line in kl_axis.get_lines()] == ["kl →"]  # not on the loss axis
+    assert "right axis" in kl_axis.get_ylabel()

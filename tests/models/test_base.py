@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Annotated, ClassVar
 
 import numpy as np
@@ -12,15 +13,19 @@ import pydantic
 import pytest
 import scipy.sparse as sp
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from recforge.data.ids import IdMap, UnknownIdError
 from recforge.data.interactions import Interactions
 from recforge.data.splits import EvalPart
 from recforge.evaluation.ranking import exclude_items_, top_k
 from recforge.models import base
+from recforge.models.autoencoders import MultiDAE
 from recforge.models.base import (
     BaseRecommender,
     InvalidParameterError,
+    ModelFileError,
     NotFittedError,
     Recommender,
     csr_to_torch,
@@ -269,3 +274,80 @@ def test_load_model_needs_a_model_directory(tmp_path):
 def test_id_maps_survive_a_round_trip(tmp_path):
     ids = IdMap(["b", "a"], kind="item")
     assert IdMap.from_json(json.loads(json.dumps(ids.to_json()))) == ids
+
+
+# ------------------------------------------------------------------ damaged or edited model files
+def test_saved_weights_follow_umask_like_the_other_files(train, tmp_path):
+    old = os.umask(0o022)
+    try:
+        Ramp().fit(train).save(tmp_path / "ramp")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ramp").iterdir()}
+    assert modes == {"config.json": 0o644, "ids.json": 0o644, "weights.safetensors": 0o644}  # not safetensors' 0600
+
+
+def _resave(path, edit):
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata=meta)
+
+
+def _swap_first_items(model_dir):
+    ids = json.loads((model_dir / "ids.json").read_text())
+    ids["items"]["ids"][:2] = ids["items"]["ids"][1::-1]
+    (model_dir / "ids.json").write_text(json.dumps(ids))
+
+
+DAMAGE = {
+    "truncated": (lambda d: (d / "weights.safetensors").write_bytes((d / "weights.safetensors").read_bytes()[:50])),
+    "pickle": (lambda d: torch.save({"ramp": torch.zeros(4)}, d / "weights.safetensors")),
+    "huge header": (lambda d: (d / "weights.safetensors").write_bytes(struct.pack("<Q", 1 << 40) + b"{}")),
+    "random bytes": (lambda d: (d / "weights.safetensors").write_bytes(np.random.default_rng(0).bytes(256))),
+    "missing tensor": (lambda d: _resave(d / "weights.safetensors", lambda t: t.pop("state.ramp"))),
+    "missing history": (lambda d: _resave(d / "weights.safetensors", lambda t: t.pop("history.data"))),
+    "longer layer": (lambda d: _resave(d / "weights.safetensors", lambda t: t.update({"state.ramp": torch.zeros(9)}))),
+    "edited ids": _swap_first_items,
+    "ids not JSON": (lambda d: (d / "ids.json").write_text("[1, 2")),
+    "config not JSON": (lambda d: (d / "config.json").write_text("{")),
+    "bad parameter": (lambda d: (d / "config.json").write_text('{"model": "ramp", "params": {"slope": -1}}')),
+}
+NAMED = {
+    "edited ids": "ids.json",
+    "ids not JSON": "ids.json",
+    "config not JSON": "config.json",
+    "bad parameter": "config.json",
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_model_file_is_one_clear_error_naming_it(train, tmp_path, damage):
+    path = tmp_path / "ramp"
+    Ramp().fit(train).save(path)
+    DAMAGE[damage](path)
+    with pytest.raises(ModelFileError) as err:
+        Ramp.load(path)
+    assert str(path / NAMED.get(damage, "weights.safetensors")) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_changed_layer_size_of_a_neural_model_is_named(planted, tmp_path):
+    path = tmp_path / "dae"
+    MultiDAE(hidden_dims=(4,), max_epochs=1, batch_size=32).fit(planted.train).save(path)
+    config = json.loads((path / "config.json").read_text())
+    config["params"]["hidden_dims"] = [5]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"weights\.safetensors does not fit the model .*size mismatch"):
+        load_model(path)
+
+
+def test_models_saved_without_an_id_digest_still_load(train, tmp_path):
+    path = tmp_path / "ramp"
+    Ramp().fit(train).save(path)
+    tensors = load_file(path / "weights.safetensors")
+    save_file(tensors, path / "weights.safetensors")  # no metadata: as saved before the digest existed
+    assert Ramp.load(path).recommend(["a"], k=1) == [[(40, 5.0)]]
+    with safe_open(str(tmp_path / "ramp" / "weights.safetensors"), "pt") as f:
+        assert f.metadata() is None or base.IDS_DIGEST_KEY not in f.metadata()

@@ -22,11 +22,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_training_curves(log: pd.DataFrame | Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """Per-epoch training loss (and its named parts), validation metrics and the patience counter.
+#: Loss parts on another scale than the total: drawn on their own (right-hand) axis.
+_OWN_AXIS_PARTS = ("kl",)
 
-    ``log`` is a model's ``training_log_`` (one dict per epoch, as written by the Trainer's History) or
-    the ``training_log.csv`` of a run directory. The best epoch, when logged, is marked.
+
+def plot_training_curves(log: pd.DataFrame | Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Per-epoch training loss and its named parts, validation metrics and the patience counter.
+
+    The total loss (``train_loss``) is the thick line drawn on top; its parts are thin dashed lines on the same
+    axis, except the KL divergence, whose scale differs, on its own right-hand axis. ``log`` is a model's
+    ``training_log_`` (one dict per epoch, as written by the Trainer's History) or the ``training_log.csv`` of a
+    run directory. The best epoch, when logged, is marked.
     """
     frame = pd.DataFrame(log)
     if frame.empty or "epoch" not in frame:
@@ -34,13 +40,27 @@ def plot_training_curves(log: pd.DataFrame | Sequence[Mapping[str, float]], path
     epochs = frame["epoch"] + 1
     train_cols = [c for c in frame if c.startswith("train_")]
     valid_cols = [c for c in frame if c.startswith("valid_")]
-    fig = Figure(figsize=(11 if valid_cols else 6, 4))
+    fig = Figure(figsize=(12 if valid_cols else 6.5, 4), layout="constrained")  # room for the right-hand axes
     axes = fig.subplots(1, 2 if valid_cols else 1, squeeze=False)
     ax = axes[0, 0]
-    for col in train_cols:
-        ax.plot(epochs, frame[col], label=col.removeprefix("train_"))
+    lines = []
+    if "train_loss" in frame:
+        lines += ax.plot(epochs, frame["train_loss"], color="black", linewidth=2.2, label="total loss", zorder=3)
+    parts = [c for c in train_cols if c != "train_loss"]
+    own_axis = [c for c in parts if c.removeprefix("train_") in _OWN_AXIS_PARTS]
+    for col in parts:
+        if col not in own_axis:
+            lines += ax.plot(epochs, frame[col], linestyle="--", linewidth=1.2, label=col.removeprefix("train_"))
     ax.set(xlabel="epoch", ylabel="training loss", title="training")
-    ax.legend()
+    if own_axis:
+        twin = ax.twinx()
+        for col in own_axis:
+            name = col.removeprefix("train_")
+            lines += twin.plot(epochs, frame[col], color="tab:purple", linestyle=":", linewidth=1.5, label=f"{name} →")
+        twin.set_ylabel(", ".join(c.removeprefix("train_") for c in own_axis) + " (right axis)", color="tab:purple")
+        twin.tick_params(axis="y", colors="tab:purple")
+    if lines:
+        ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
     if valid_cols:
         ax = axes[0, 1]
         for col in valid_cols:

@@ -9,36 +9,49 @@ by its dotted name (``model.l2``) before any work starts.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
     """The experiment configuration is invalid; the message names the field."""
 
 
+AUTO = "auto"
+"""``data.rating_col`` / ``data.timestamp_col = "auto"``: the file's ``rating`` / ``timestamp`` column when it has one
+(resolved when the run starts and recorded in the run's ``config.json``)."""
+
+#: A run name is a folder name inside ``run.output_dir``: letters, digits, ``-``, ``_`` and ``.``, no leading dot.
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Section):
     """Where the events come from and how they are filtered before the split."""
 
-    dataset: str | None = Field(None, description="registered dataset name, e.g. ml-100k")
-    path: Path | None = Field(None, description="a CSV/TSV/Parquet file instead of a registered dataset")
-    user_col: str = "user"
-    item_col: str = "item"
-    rating_col: str | None = None
-    timestamp_col: str | None = None
+    dataset: str | None = Field(None, description="registered dataset name, e.g. ml-100k (recforge datasets list)")
+    path: Path | None = Field(None, description="a CSV/TSV/Parquet file (with a header line) instead of a dataset")
+    user_col: str = Field("user", description="data.path: the user id column")
+    item_col: str = Field("item", description="data.path: the item id column")
+    rating_col: str | None = Field(
+        AUTO, description='data.path: the rating column; "auto": the column "rating" if the file has one; "": none'
+    )
+    timestamp_col: str | None = Field(
+        AUTO, description='data.path: the time column (unix seconds or dates); "auto": "timestamp" if present; "": none'
+    )
     data_dir: Path | None = Field(None, description="dataset cache; default $RECFORGE_DATA or ~/.cache/recforge")
-    download: bool = True
+    download: bool = Field(True, description="download a registered dataset that is not in data_dir")
     min_rating: float | None = Field(None, description="keep events with rating >= this")
     binarize: bool = Field(False, description="turn ratings/weights into 1.0 (implicit feedback)")
-    min_user_interactions: int = Field(0, ge=0)
-    min_item_interactions: int = Field(0, ge=0)
+    min_user_interactions: int = Field(0, ge=0, description="keep users with at least this many events (k-core)")
+    min_item_interactions: int = Field(0, ge=0, description="keep items with at least this many events (k-core)")
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -70,13 +83,15 @@ class ModelConfig(BaseModel):
 
 
 class EvaluationConfig(_Section):
-    metrics: list[str] = Field(default_factory=lambda: ["ndcg@100", "recall@20", "recall@50"])
+    metrics: list[str] = Field(
+        default_factory=lambda: ["ndcg@100", "recall@20", "recall@50"], description="ranking metrics, name@k"
+    )
     rating_metrics: list[Literal["rmse", "mae", "rounded_accuracy"]] = Field(
         default_factory=lambda: ["rmse", "mae", "rounded_accuracy"], description="for explicit targets"
     )
     sampled_ks: list[int] = Field(default_factory=lambda: [10], description="cut-offs of the sampled protocol")
     batch_size: int | None = Field(None, gt=0, description="users per scoring block; default from free memory")
-    coverage: bool = False
+    coverage: bool = Field(False, description="also report catalogue coverage of the top-k lists")
 
 
 class TrainingConfig(_Section):
@@ -92,9 +107,21 @@ class TrainingConfig(_Section):
 
 
 class RunConfig(_Section):
-    output_dir: Path = Path("runs")
-    name: str | None = None
-    seed: int = 0
+    output_dir: Path = Field(Path("runs"), description="where run folders and registry.sqlite go")
+    name: str | None = Field(
+        None, description="the run folder's name (letters, digits, -_.); default: time-dataset-model-random"
+    )
+    seed: int = Field(0, description="seed of the split and the model unless they set their own")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not RUN_NAME.fullmatch(value) or value in (".", "..")):
+            raise ValueError(
+                f"{value!r} is not a safe folder name: use letters, digits, '-', '_' and '.', not starting with "
+                "a dot, no path separators (the run folder is always made inside run.output_dir)"
+            )
+        return value
 
 
 class ExperimentConfig(_Section):
@@ -138,9 +165,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         try:
-            tree = tomllib.loads(path.read_text())
+            tree = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     for text in overrides:
@@ -150,4 +183,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"{where}: {first['msg']}") from None
+        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """``(dotted key, default, description)`` of every fixed key of the sections, for ``recforge run --help``."""
+    sections: list[tuple[str, type[BaseModel]]] = [
+        ("data", DataConfig),
+        ("evaluation", EvaluationConfig),
+        ("training", TrainingConfig),
+        ("run", RunConfig),
+    ]
+    out: list[tuple[str, str, str]] = []
+    for name, model in sections:
+        for key, info in model.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            shown = "" if default is None else json_default(default)
+            out.append((f"{name}.{key}", shown, info.description or ""))
+    return out
+
+
+def json_default(value: Any) -> str:
+    """A default as it is written in TOML / ``--set`` (strings quoted, booleans lower case)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | Path):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(json_default(v) for v in value) + "]"
+    return str(value)

@@ -8,35 +8,45 @@ dotted name before any data is read.
 from __future__ import annotations
 
 import contextlib
+import csv
+import gzip
 import hashlib
 import inspect
 import json
+import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from recforge import distributed
 from recforge.data import filters
-from recforge.data.datasets import dataset_info, load_dataset
+from recforge.data.datasets import DATASETS, dataset_info, get_spec, load_dataset
 from recforge.data.interactions import Interactions
 from recforge.data.readers import RawDataset, read_movielens_100k_fold, read_table
 from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018, predefined_split, random_split
 from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking, evaluate_ratings, evaluate_sampled
-from recforge.experiments.config import ConfigError, ExperimentConfig
-from recforge.experiments.runs import RunRegistry, new_run_id, run_directory
+from recforge.experiments.config import AUTO, ConfigError, ExperimentConfig
+from recforge.experiments.runs import new_run_id, run_directory
 from recforge.metrics import parse_metric
 from recforge.metrics.rating import MAE, RMSE, RoundedAccuracy
-from recforge.models.base import BaseRecommender, InvalidParameterError
-from recforge.models.registry import create_model, load_model, model_class
-from recforge.training.options import TrainingOptions
+from recforge.models.base import BaseRecommender, InvalidParameterError, ModelFileError, read_saved_config
+from recforge.models.registry import create_model, model_class
+from recforge.training.options import TrainingOptions, resolve_device
 
 PREDEFINED_PARAMS = ("fold", "train_path", "test_path", "valid_path", "valid_fraction", "seed")
 """Parameters of the ``predefined`` protocol: an official ML-100K fold or train/test(/valid) files."""
+
+DEFAULT_VALID = 0.1
+"""The validation fraction the ``random`` split gets when ``split.valid`` is not set and the model stops early."""
+
+_TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".dat", ".parquet", ".pq", ".gz", ".bz2")
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(task, done, total)`` while evaluating."""
@@ -50,12 +60,31 @@ class ExperimentResult:
 
 
 def check_config(cfg: ExperimentConfig) -> None:
-    """Validate the split and model parameters and the metric names against what they configure."""
+    """Validate the data source, the split and model parameters, the metric names and the training device
+    against what they configure, before any data is read."""
+    if cfg.data.dataset is not None and cfg.data.dataset.strip().lower() not in DATASETS:
+        name = cfg.data.dataset
+        if looks_like_a_file(name):
+            raise ConfigError(
+                f"data.dataset: {name!r} is not a registered dataset but looks like a file: "
+                f"use --set data.path='{name}' (or --dataset {name})"
+            )
+        try:
+            get_spec(name)
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"data.dataset: {exc}") from None
     split_fn, params = _split_call(cfg)
     accepted = list(PREDEFINED_PARAMS) if split_fn is predefined_split else _keyword_params(split_fn)
     for key in params:
         if key not in accepted:
             raise ConfigError(f"split.{key}: unknown parameter of split {cfg.split.protocol!r}; known: {accepted}")
+    if split_fn is not predefined_split:
+        for key in _required_params(split_fn):
+            if key not in params:
+                raise ConfigError(
+                    f"split.{key}: split {cfg.split.protocol!r} needs it (e.g. --set split.{key}=...); "
+                    f"see recforge splits list"
+                )
     try:
         model_class(cfg.model.name).validate_params(cfg.model.params)
     except InvalidParameterError as exc:
@@ -67,6 +96,15 @@ def check_config(cfg: ExperimentConfig) -> None:
             parse_metric(spec)
         except ValueError as exc:
             raise ConfigError(f"evaluation.metrics: {exc}") from None
+    try:
+        resolve_device(cfg.training.device)
+    except ValueError as exc:
+        raise ConfigError(f"training.device: {exc}") from None
+
+
+def looks_like_a_file(name: str) -> bool:
+    """Whether a ``--dataset`` value is a file path rather than a registered dataset name."""
+    return "/" in name or "\\" in name or name.lower().endswith(_TABLE_SUFFIXES) or Path(name).is_file()
 
 
 def _split_call(cfg: ExperimentConfig) -> tuple[Callable[..., Split], dict[str, Any]]:
@@ -85,15 +123,138 @@ def _keyword_params(fn: Callable[..., Any]) -> list[str]:
     return [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
 
 
+def _required_params(fn: Callable[..., Any]) -> list[str]:
+    return [n for n, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+
+
+def split_protocols() -> list[dict[str, Any]]:
+    """Every split protocol and preset with its parameters: ``{"name", "summary", "params": {name: default}}``;
+    a required parameter's default is ``inspect.Parameter.empty``. What ``recforge splits list`` shows."""
+    out = []
+    for name, fn in SPLITS.items():
+        if fn is predefined_split:
+            params: dict[str, Any] = dict.fromkeys(PREDEFINED_PARAMS, None)
+            params["valid_fraction"] = 0.0
+            summary = "an official ML-100K fold (fold='u1') or train_path/test_path(/valid_path) files"
+        else:
+            sig = inspect.signature(fn).parameters
+            params = {n: sig[n].default for n in _keyword_params(fn)}
+            summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        out.append({"name": name, "summary": summary, "params": params, "preset_of": None})
+    for name, (protocol, defaults) in PRESETS.items():
+        out.append({"name": name, "summary": f"{protocol} with {defaults}", "params": defaults, "preset_of": protocol})
+    return out
+
+
+def _early_stops(cfg: ExperimentConfig) -> bool:
+    """Whether the configured model stops early on a validation part (so it needs one)."""
+    patience = getattr(build_model(cfg), "early_stopping_patience", None)
+    return callable(patience) and patience() is not None
+
+
+def _table_columns(path: Path) -> list[str] | None:
+    """The header of a CSV/TSV/Parquet file, or None when it cannot be read here (the reader will say why)."""
+    name = path.name.lower().removesuffix(".gz").removesuffix(".bz2")
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            line = f.readline().lstrip("\ufeff").rstrip("\r\n")
+    except (OSError, ValueError, EOFError):
+        return None
+    sep = "," if name.endswith(".csv") else "\t" if name.endswith((".tsv", ".tab")) else None
+    if sep is None:
+        sep = max(("\t", ",", ";", "|"), key=line.count)
+    return [c.strip() for c in next(csv.reader([line], delimiter=sep), [])]
+
+
+def _auto_column(cfg: ExperimentConfig, name: str) -> str | None:
+    """``name`` when the table read (the predefined ``split.train_path``, else ``data.path``) has that column."""
+    source = cfg.split.params.get("train_path") or cfg.data.path
+    columns = _table_columns(Path(str(source))) if source is not None else None
+    return name if columns is not None and name in columns else None
+
+
+def resolve_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
+    """The config with its automatic choices made explicit (what ``config.json`` records), and a line for each.
+
+    * ``data.rating_col = "auto"`` (``timestamp_col`` likewise): the file's ``rating`` (``timestamp``) column when
+      it has one (a generic CSV's ratings are used without asking), else none (``""`` means none);
+    * the ``random`` split without ``split.valid`` gets a validation part of :data:`DEFAULT_VALID` when the model
+      stops early on one (set ``split.valid = 0`` for none).
+
+    Resolving a resolved config changes nothing.
+    """
+    notes: list[str] = []
+    data = cfg.data
+    for key, column in (("rating_col", "rating"), ("timestamp_col", "timestamp")):
+        value = getattr(data, key)
+        if data.dataset is not None or value == "":
+            data = data.model_copy(update={key: None})  # a registered dataset's reader knows its columns
+        elif value == AUTO:
+            found = _auto_column(cfg, column)
+            data = data.model_copy(update={key: found})
+            if found:
+                notes.append(f"data.{key} = {found!r}: the file's {column} column (set data.{key}='' to ignore it)")
+    split = cfg.split
+    if split.protocol == "random" and "valid" not in split.params and _early_stops(cfg):
+        split = split.model_copy(update={"valid": DEFAULT_VALID})
+        notes.append(
+            f"split.valid = {DEFAULT_VALID}: a validation part for {cfg.model.name}'s early stopping "
+            "(the random split's default for such models; set split.valid=0 to train without one)"
+        )
+    return cfg.model_copy(update={"data": data, "split": split}), notes
+
+
+def _no_valid_hint(cfg: ExperimentConfig) -> str:
+    fn, _ = _split_call(cfg)
+    if fn is predefined_split:
+        return "set split.valid_fraction=0.1 (or split.valid_path)"
+    params = _keyword_params(fn)
+    for key, value in (("valid", "0.1"), ("n_valid", "1")):
+        if key in params:
+            return f"set split.{key}={value}"
+    return "use a split with a validation part (recforge splits list)"
+
+
 def load_raw(cfg: ExperimentConfig) -> RawDataset:
     """Read the configured data source (a registered dataset or a table with a column mapping)."""
     d = cfg.data
     if d.dataset is not None:
         return load_dataset(d.dataset, data_dir=d.data_dir, download=d.download)
     assert d.path is not None
-    return read_table(
-        d.path, user_col=d.user_col, item_col=d.item_col, rating_col=d.rating_col, timestamp_col=d.timestamp_col
-    )
+    return read_table(d.path, **_columns(cfg))
+
+
+def _columns(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The column mapping of ``data.path`` (and of predefined split files), ``rating_col`` resolved."""
+    d = cfg.data
+    rating = _auto_column(cfg, "rating") if d.rating_col == AUTO else d.rating_col
+    timestamp = _auto_column(cfg, "timestamp") if d.timestamp_col == AUTO else d.timestamp_col
+    return {
+        "user_col": d.user_col,
+        "item_col": d.item_col,
+        "rating_col": rating or None,
+        "timestamp_col": timestamp or None,
+    }
+
+
+def data_source(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Where a run's data came from (absolute paths), recorded in its ``split.json``."""
+    d = cfg.data
+    out: dict[str, Any] = {}
+    if d.dataset is not None:
+        info = dataset_info(d.dataset, data_dir=d.data_dir)
+        out.update(dataset=info["name"], folder=info["path"], files=info["files"])
+    else:
+        out["path"] = str(Path(str(d.path)).resolve())
+    for key in ("train_path", "test_path", "valid_path"):
+        if key in cfg.split.params:
+            out[key] = str(Path(str(cfg.split.params[key])).resolve())
+    return out
 
 
 def prepare_events(cfg: ExperimentConfig, raw: RawDataset) -> pd.DataFrame:
@@ -139,8 +300,7 @@ def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
         train, test = read_movielens_100k_fold(dataset_info(d.dataset, data_dir=d.data_dir)["path"], params["fold"])
         valid = None
     elif "train_path" in params and "test_path" in params:
-        columns = {"user_col": d.user_col, "item_col": d.item_col, "rating_col": d.rating_col}
-        columns["timestamp_col"] = d.timestamp_col
+        columns = _columns(cfg)
         train, test = (read_table(params[k], **columns).interactions for k in ("train_path", "test_path"))
         valid = read_table(params["valid_path"], **columns).interactions if "valid_path" in params else None
     else:
@@ -239,15 +399,78 @@ def _merge(results: dict[str, EvaluationResult]) -> dict[str, Any]:
     return {"n_users": results["ranking"].n_users, "metrics": metrics}
 
 
+def _check_parts(cfg: ExperimentConfig, split: Split, defaults: list[str]) -> None:
+    """Refuse a split that cannot give honest numbers: an empty training part, or an evaluation part without users."""
+    protocol = cfg.split.protocol
+    if split.train.nnz == 0:
+        raise ValueError(
+            f"the training part of split {protocol!r} is empty: too few events after the filters "
+            "(data.min_rating, data.min_user_interactions, ...) for this split"
+        )
+    dropped = split.params.get("dropped_test_events")
+    if split.test.n_users == 0:
+        why = (
+            f"{dropped} test events were dropped because their user or item is not in the training part"
+            if dropped
+            else f"{split.test.target.nnz} test events"
+        )
+        raise ValueError(
+            f"the test part of split {protocol!r} has no users to evaluate ({why}): the data is too small for this "
+            "split or its test users are unknown to the training part; no run was written"
+        )
+    if split.valid is not None and split.valid.n_users == 0:
+        by_default = any(n.startswith("split.valid =") for n in defaults)
+        hint = " (a default for early stopping: set split.valid=0 for none)" if by_default else ""
+        raise ValueError(
+            f"the validation part of split {protocol!r}{hint} has no users to evaluate "
+            f"({split.valid.target.nnz} validation events); no run was written"
+        )
+
+
+def _check_finite(part: str, metrics: dict[str, Any]) -> None:
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        raise ValueError(
+            f"{part} metric(s) not finite: {shown} (infinite or huge values among the ratings, or a diverged model); "
+            "no run was written"
+        )
+
+
+def _item_titles(raw: RawDataset, split: Split) -> pd.DataFrame | None:
+    """``item, title`` of the model's items, when the dataset has titles (``recforge recommend`` prints them)."""
+    info = raw.item_info
+    if info is None or "title" not in info.columns:
+        return None
+    ids = split.train.items.ids
+    titles = info["title"].reindex(pd.Index(ids))
+    frame = pd.DataFrame({"item": ids, "title": titles.to_numpy()})
+    return frame[frame["title"].notna()]
+
+
+def _heldout_users(split: Split) -> dict[str, list[Any]]:
+    """The users of the parts that were held out of training (strong generalisation), by part."""
+    out = {}
+    for name, part in (("valid", split.valid), ("test", split.test)):
+        if part is not None and not part.known_users:
+            out[name] = part.history.users.ids.tolist()
+    return out
+
+
 def run_experiment(
     cfg: ExperimentConfig, *, progress: Progress | None = None, log: Callable[[str], None] | None = None
 ) -> ExperimentResult:
-    """Run one experiment and write its run directory (atomically) and registry entry.
+    """Run one experiment and write its run directory and registry row (atomically, as one unit).
+
+    The config is resolved first (:func:`resolve_config`: what was chosen automatically is recorded in
+    ``config.json`` and logged). A run that cannot give honest numbers -- no users to evaluate, metrics that
+    are NaN or infinite, a diverged training -- raises ``ValueError`` and writes nothing.
 
     In several processes (``torchrun``) every rank reads the data, trains its share and evaluates its share of
     the users; rank 0 alone writes the run directory and the registry row and reports progress.
     """
     check_config(cfg)
+    cfg, defaults = resolve_config(cfg)
     rank = distributed.world()
     label = f"{cfg.data.dataset or Path(str(cfg.data.path)).stem}-{cfg.model.name}"
     run_id = distributed.broadcast(cfg.run.name or new_run_id(label))
@@ -265,19 +488,42 @@ def run_experiment(
 
         if writer is not None:
             writer.write_json("config.json", cfg.to_json())
+        for line in defaults:
+            note(line)
         t0 = time.perf_counter()
-        raw = load_raw(cfg)
-        frame = prepare_events(cfg, raw)
-        note(f"read {len(raw.interactions):,} events, {len(frame):,} after filters ({time.perf_counter() - t0:.1f}s)")
-        split = make_split(cfg, raw, frame)
+        with warnings.catch_warnings(record=True) as caught:  # the data layer's notices become log lines
+            warnings.simplefilter("always", UserWarning)
+            raw = load_raw(cfg)
+            frame = prepare_events(cfg, raw)
+            note(
+                f"read {len(raw.interactions):,} events, {len(frame):,} after filters ({time.perf_counter() - t0:.1f}s)"
+            )
+            split = make_split(cfg, raw, frame)
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                note(str(w.message))
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         summary = split.summary()
         note(f"split {cfg.split.protocol}: {json.dumps(summary)}")
+        _check_parts(cfg, split, defaults)
+        if split.valid is None and _early_stops(cfg):
+            note(
+                f"no validation part: early stopping is off, {cfg.model.name} trains for model.max_epochs epochs "
+                f"({_no_valid_hint(cfg)} to turn it on)"
+            )
         model = build_model(cfg)
         options = training_options(cfg, log=note)
         if rank.parallel:
             note(f"training on {rank.size} processes (global batch = {rank.size} x batch_size)")
         t0 = time.perf_counter()
-        model.fit(split.train, valid=split.valid, options=options)
+        try:
+            model.fit(split.train, valid=split.valid, options=options)
+        except FloatingPointError as exc:
+            raise ValueError(
+                f"model {cfg.model.name} diverged ({exc}): lower model.learning_rate, or look for extreme values "
+                "in the data; no run was written"
+            ) from exc
         fit_seconds = time.perf_counter() - t0
         note(f"fitted {model!r} in {fit_seconds:.1f}s")
         results: dict[str, dict[str, Any]] = {}
@@ -287,46 +533,84 @@ def run_experiment(
             t0 = time.perf_counter()
             res = evaluate_part(model, part, cfg, progress=progress, task=f"evaluating {name}")
             results[name] = {**_merge(res), "seconds": round(time.perf_counter() - t0, 3)}
+            _check_finite(name, results[name]["metrics"])
             note(f"{name}: {json.dumps(results[name]['metrics'])}")
             if writer is not None:
-                for kind, r in res.items():
-                    suffix = "" if kind == "ranking" else f"_{kind}"
-                    r.per_user.to_csv(writer.path / f"per_user_{name}{suffix}.csv", index=False)
+                with writer.writing():
+                    for kind, r in res.items():
+                        suffix = "" if kind == "ranking" else f"_{kind}"
+                        r.per_user.to_csv(writer.path / f"per_user_{name}{suffix}.csv", index=False)
         results["fit"] = {"seconds": round(fit_seconds, 3)}
         if writer is not None:
-            writer.write_json("split.json", summary)
-            model.save(writer.path / "model")
-            log_rows = getattr(model, "training_log_", None)
-            if log_rows:
-                pd.DataFrame(log_rows).to_csv(writer.path / "training_log.csv", index=False)
+            writer.write_json("split.json", {**summary, "data_source": data_source(cfg)})
+            with writer.writing():
+                model.save(writer.path / "model")
+                log_rows = getattr(model, "training_log_", None)
+                if log_rows:
+                    pd.DataFrame(log_rows).to_csv(writer.path / "training_log.csv", index=False)
+                titles = _item_titles(raw, split)
+                if titles is not None and len(titles):
+                    titles.to_csv(writer.path / "items.csv", index=False)
+            heldout = _heldout_users(split)
+            if heldout:
+                writer.write_json("heldout_users.json", heldout)
             writer.write_json("metrics.json", results)
     run_dir = Path(cfg.run.output_dir) / run_id
     if rank.is_main:
         shutil.rmtree(checkpoint_dir(cfg), ignore_errors=True)
-        RunRegistry(cfg.run.output_dir).add(
-            run_id,
-            dataset=label,
-            split=cfg.split.protocol,
-            model=cfg.model.name,
-            metrics=results.get("test", {}).get("metrics", {}),
-            path=run_dir,
-        )
     return ExperimentResult(run_dir, summary, results)
 
 
 def reload_run(run_dir: str | Path, *, device: str = "auto") -> tuple[ExperimentConfig, BaseRecommender]:
     """The validated config and the saved model of a run directory, loaded onto ``device``."""
+    cfg = read_config(run_dir)
+    path = Path(run_dir) / "model"
+    name = read_saved_config(path)["model"]
+    try:
+        cls = model_class(name)
+    except ValueError as exc:
+        raise ModelFileError(f"{path / 'config.json'}: {exc}") from None
+    return cfg, cls.load(path, device=device)
+
+
+def read_config(run_dir: str | Path) -> ExperimentConfig:
+    """The validated ``config.json`` of a run directory (errors name the file)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a recforge run directory (no config.json)")
-    cfg = ExperimentConfig.model_validate(json.loads(config_path.read_text()))
-    return cfg, load_model(run_dir / "model", device=device)
+    try:
+        tree = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{config_path} is not valid JSON ({exc})") from None
+    if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
+        for key in ("rating_col", "timestamp_col"):  # runs made before "auto" used no such column unless named
+            tree["data"].setdefault(key, None)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"{config_path}: {where}: {first['msg']}") from None
 
 
-def evaluate_run(run_dir: str | Path, *, progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
-    """Rebuild the run's split (deterministic under its seed) and evaluate the saved model on the test part."""
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    progress: Progress | None = None,
+    device: str = "auto",
+    data_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Rebuild the run's split (deterministic under its seed) and evaluate the saved model on the test part.
+
+    ``data_dir`` replaces the run's ``data.data_dir`` (the dataset cache moved, or another machine).
+    """
     cfg, model = reload_run(run_dir, device=device)
+    if data_dir is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": Path(data_dir)})})
     raw = load_raw(cfg)
     split = make_split(cfg, raw, prepare_events(cfg, raw))
-    return _merge(evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test"))
+    _check_parts(cfg, split, [])
+    result = _merge(evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test"))
+    _check_finite("test", result["metrics"])
+    return result

@@ -9,6 +9,8 @@ saving and loading are written once here.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import json
 import os
@@ -24,7 +26,8 @@ import numpy as np
 import pydantic
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from recforge.data.ids import IdMap
 from recforge.data.interactions import Interactions
@@ -41,6 +44,10 @@ _FORMER_TRAINING_OPTIONS = ("device", "checkpoint_dir", "amp")
 
 class NotFittedError(RuntimeError):
     """The model was used before ``fit`` (or ``load``)."""
+
+
+class ModelFileError(ValueError):
+    """A saved model's file is damaged, edited or does not fit the others; the message names the file."""
 
 
 class InvalidParameterError(ValueError):
@@ -327,7 +334,9 @@ class BaseRecommender(ABC):
             }
             for key, t in self._state().items():
                 tensors[f"state.{key}"] = t.detach().cpu().contiguous()
-            save_file(tensors, str(tmp / "weights.safetensors"))
+            weights = tmp / "weights.safetensors"
+            save_file(tensors, str(weights), metadata={IDS_DIGEST_KEY: _ids_digest(ids)})
+            os.chmod(weights, 0o666 & ~_umask())  # safetensors writes 0600; every other file follows the umask
             if path.exists():
                 old = tmp.with_name(f"{tmp.name}.old")  # unique: never collides with a crashed save's leftover
                 os.replace(path, old)
@@ -341,34 +350,140 @@ class BaseRecommender(ABC):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> Self:
-        """Read a directory written by :meth:`save` (no pickle anywhere) onto ``device``, wherever it was trained."""
+        """Read a directory written by :meth:`save` (no pickle anywhere) onto ``device``, wherever it was trained.
+
+        A damaged or edited file (truncated or foreign weights, a missing tensor, a layer of another size, id lists
+        that are not the ones the weights were saved with) raises :class:`ModelFileError` naming the file.
+        """
         path = Path(path)
-        try:
-            config = json.loads((path / "config.json").read_text())
-            ids = json.loads((path / "ids.json").read_text())
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"{path} is not a saved recforge model: missing {Path(exc.filename).name}"
-            ) from None
+        config_path, ids_path, weights_path = (path / n for n in ("config.json", "ids.json", "weights.safetensors"))
+        config = _read_json_file(config_path, path)
+        ids = _read_json_file(ids_path, path)
+        if not isinstance(config, dict) or not isinstance(config.get("params"), dict):
+            raise ModelFileError(f"{config_path} is not a recforge model config (no 'params')")
         if cls.name and config.get("model") != cls.name:
             raise ValueError(f"{path} holds a {config.get('model')!r} model, not {cls.name!r}")
         params = dict(config["params"])
         if config.get("format", 1) < 2:
             for key in _FORMER_TRAINING_OPTIONS:
                 params.pop(key, None)
-        model = cls(**cls.validate_params(params))
+        try:
+            model = cls(**cls.validate_params(params))
+        except (InvalidParameterError, TypeError) as exc:
+            raise ModelFileError(f"{config_path}: {exc}") from None
         model.device_ = resolve_device(device)
-        model.users_ = IdMap.from_json(ids["users"])
-        model.items_ = IdMap.from_json(ids["items"])
-        tensors = load_file(str(path / "weights.safetensors"))
-        model.history_ = sp.csr_array(
-            (
-                tensors["history.data"].numpy(),
-                tensors["history.indices"].numpy(),
-                tensors["history.indptr"].numpy(),
-            ),
-            shape=(len(model.users_), len(model.items_)),
-        )
-        model._load_state_info(config.get("state_info", {}))
-        model._load_state({k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")})
+        try:
+            model.users_ = IdMap.from_json(ids["users"])
+            model.items_ = IdMap.from_json(ids["items"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{ids_path} does not hold the users' and items' id lists ({exc})") from None
+        metadata, tensors = _read_weights(weights_path, path)
+        digest = metadata.get(IDS_DIGEST_KEY)
+        if digest is not None and digest != _ids_digest(ids):
+            raise ModelFileError(
+                f"{ids_path} is not the id list {weights_path.name} was saved with (it was edited or comes from "
+                "another model): recommendations would name the wrong users and items"
+            )
+        n_users, n_items = len(model.users_), len(model.items_)
+        try:
+            indptr = tensors["history.indptr"].numpy()
+            indices = tensors["history.indices"].numpy()
+            data = tensors["history.data"].numpy()
+        except KeyError as exc:
+            raise ModelFileError(
+                f"{weights_path} has no tensor {exc.args[0]!r}: the file is not a complete model"
+            ) from None
+        if (
+            indptr.shape != (n_users + 1,)
+            or indices.shape != data.shape
+            or int(indptr[-1]) != len(indices)
+            or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= n_items))
+        ):
+            raise ModelFileError(
+                f"{weights_path} does not fit {ids_path.name} ({n_users} users, {n_items} items): "
+                "the files come from different models"
+            )
+        model.history_ = sp.csr_array((data, indices, indptr), shape=(n_users, n_items))
+        state = {k[len("state.") :]: v for k, v in tensors.items() if k.startswith("state.")}
+        try:
+            model._load_state_info(config.get("state_info", {}))
+            model._load_state(state)
+            probe = model.score(model.history_[:1], np.zeros(1, dtype=np.int64)) if n_users else None
+        except KeyError as exc:
+            raise ModelFileError(
+                f"{weights_path} has no tensor {'state.' + str(exc.args[0])!r}: the file is not a complete model"
+            ) from None
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            raise ModelFileError(
+                f"{weights_path} does not fit the model described by {config_path.name} and {ids_path.name} "
+                f"({_summary(exc)})"
+            ) from None
+        if probe is not None and tuple(probe.shape) != (1, n_items):
+            raise ModelFileError(
+                f"{weights_path} does not fit {ids_path.name}: it scores {probe.shape[-1]} items, the id list has "
+                f"{n_items}"
+            )
         return model
+
+
+#: The safetensors metadata key holding the sha256 of the id maps the weights were saved with.
+IDS_DIGEST_KEY = "recforge.ids_sha256"
+
+
+def _ids_digest(ids: Any) -> str:
+    """sha256 of the id maps in a canonical JSON form (so that only a change of the ids changes it)."""
+    return hashlib.sha256(json.dumps(ids, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _summary(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut at ``limit`` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux), else set and restored."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def read_saved_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a saved model directory (its ``"model"`` names the class); errors name the file."""
+    path = Path(path)
+    config = _read_json_file(path / "config.json", path)
+    if not isinstance(config, dict) or not isinstance(config.get("model"), str):
+        raise ModelFileError(f"{path / 'config.json'} is not a recforge model config (no 'model' name)")
+    return config
+
+
+def _read_json_file(file: Path, model_dir: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"{model_dir} is not a saved recforge model: no such folder") from None
+        raise FileNotFoundError(f"{model_dir} is not a saved recforge model: missing {file.name}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{file} is not valid JSON ({exc}): the saved model is damaged") from None
+
+
+def _read_weights(file: Path, model_dir: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The metadata and tensors of a safetensors file; anything else raises :class:`ModelFileError`."""
+    if not file.is_file():
+        if file.exists():
+            raise ModelFileError(f"{file} is not a file")
+        raise FileNotFoundError(f"{model_dir} is not a saved recforge model: missing {file.name}")
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open is not a mapping
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as exc:
+        raise ModelFileError(
+            f"{file} is not a readable safetensors file ({_summary(exc)}): the saved model is damaged or was replaced"
+        ) from None
+    return metadata, tensors

@@ -6,6 +6,7 @@ neighbourhood models reuse (:mod:`recforge.models.neighbors`).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -137,9 +138,17 @@ class EASE(BaseRecommender):
         self._store_params(locals())
 
     def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
+        log = options.log or (lambda _message: None)
+        n = train.n_items
+        t0 = time.perf_counter()
+        log(f"EASE: item Gram X^T X ({n:,} x {n:,}, {4 * n * n / 1e9:.2f} GB float32) on {self.device_} ...")
         gram = dense_item_gram(train.matrix, self.device_)
         gram.diagonal().add_(float(self.l2))
-        self._set_weights(ease_weights_(gram))
+        log(f"EASE: Gram done in {time.perf_counter() - t0:.1f}s; Cholesky inversion ...")
+        t0 = time.perf_counter()
+        weights = ease_weights_(gram)
+        log(f"EASE: inversion done in {time.perf_counter() - t0:.1f}s")
+        self._set_weights(weights)
 
     def _set_weights(self, weights: torch.Tensor) -> None:
         """Keep ``B`` for scoring: whole on an accelerator, as cache-sized column blocks on CPU.

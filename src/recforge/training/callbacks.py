@@ -58,24 +58,44 @@ def _monitored(logs: dict[str, float], monitor: str) -> float:
     return logs[monitor]
 
 
+#: The default improvement EarlyStopping asks for, relative to the best value so far (1e-4: 0.0001 of it).
+RELATIVE_MIN_DELTA = 1e-4
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    Logs the current patience counter as ``patience`` (0 right after an improvement).
+    ``min_delta`` is absolute when given; by default (``None``) it is relative, :data:`RELATIVE_MIN_DELTA` of the
+    best value so far (an RMSE of 0.9 must improve by more than 0.00009), so that improvements in the sixth
+    decimal do not keep a flat training alive. Logs the current patience counter as ``patience`` (0 right after
+    an improvement).
     """
 
     def __init__(
-        self, monitor: str = "valid_ndcg@100", *, mode: Mode = "max", patience: int = 10, min_delta: float = 0.0
+        self,
+        monitor: str = "valid_ndcg@100",
+        *,
+        mode: Mode = "max",
+        patience: int = 10,
+        min_delta: float | None = None,
     ):
         if patience < 0:
             raise ValueError(f"patience must be >= 0, got {patience}")
+        if min_delta is not None and not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
         self.best: float | None = None
         self.wait = 0
 
+    def threshold(self) -> float:
+        """The improvement over the best value so far that counts (absolute ``min_delta``, else relative)."""
+        if self.min_delta is not None:
+            return self.min_delta
+        return 0.0 if self.best is None else RELATIVE_MIN_DELTA * abs(self.best)
+
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, float]) -> None:
         value = _monitored(logs, self.monitor)
-        if _is_better(value, self.best, self.mode, self.min_delta):
+        if _is_better(value, self.best, self.mode, self.threshold()):
             self.best, self.wait = value, 0
         else:
             self.wait += 1
