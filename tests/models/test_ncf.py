@@ -276,3 +276,16 @@ def test_hybrid_buffer_is_gathered_on_the_model_device(int_ratings, tmp_path):
     assert model.module_.item_features.shape == (int_ratings.n_items, 3)
     scores = model.score(sp.csr_array((1, int_ratings.n_items), dtype=np.float32), None)  # fold-in of an empty user
     assert scores.shape == (1, int_ratings.n_items) and torch.isfinite(scores).all()
+
+
+def test_per_layer_dropout(planted, tmp_path):
+    """The Goodreads notebook's MLP: one dropout rate per tower layer."""
+    assert MLP.validate_params({"dropout": [0.5, 0.2]})["dropout"] == (0.5, 0.2)  # from TOML/JSON lists
+    train = explicit_planted(planted).train
+    model = MLP(layers=(16, 8, 4), dropout=(0.5, 0.2), max_epochs=1).fit(train)
+    rates = [m.p for m in model.module_.tower if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.5, 0.2]
+    model.save(tmp_path / "mlp")
+    assert load_model(tmp_path / "mlp").dropout == (0.5, 0.2)
+    with pytest.raises(ValueError, match=r"dropout: 3 rates for the 2 tower layers"):
+        MLP(layers=(16, 8, 4), dropout=(0.5, 0.2, 0.1), max_epochs=1).fit(train)

@@ -40,7 +40,7 @@ from torch import nn
 
 from recforge.data.embeddings import read_item_embeddings
 from recforge.data.interactions import Interactions
-from recforge.models.ncf_base import Layers, Loss, NCFRecommender, Towers
+from recforge.models.ncf_base import Dropout, Layers, Loss, NCFRecommender, Towers
 from recforge.models.neural import Monitor
 from recforge.models.rating import (
     NonNegativeFloat,
@@ -48,7 +48,6 @@ from recforge.models.rating import (
     Optimizer,
     PositiveFloat,
     PositiveInt,
-    Probability,
 )
 
 __all__ = ["GMF", "MLP", "HybridNeuMF", "NeuMF"]
@@ -108,7 +107,8 @@ class MLP(NCFRecommender):
               \hat y_{ui} = h^\top z_L + c
 
     ``layers`` are the tower's widths, the first being the concatenated input (user and item embeddings of
-    ``layers[0] / 2`` each; He et al.: (64, 32, 16, 8)); ``dropout`` is applied before every tower layer.
+    ``layers[0] / 2`` each; He et al.: (64, 32, 16, 8)); ``dropout`` is applied before every tower layer: one rate
+    for all, or one per layer (``(0.5, 0.3, 0.3)``).
     """
         + _COMMON_DOC
     )
@@ -119,7 +119,7 @@ class MLP(NCFRecommender):
         self,
         *,
         layers: Layers = (64, 32, 16, 8),
-        dropout: Probability = 0.0,
+        dropout: Dropout = 0.0,
         loss: Loss = "mse",
         n_negatives: PositiveInt = 4,
         l2: NonNegativeFloat = 0.0,
@@ -165,7 +165,7 @@ class NeuMF(NCFRecommender):
         *,
         embedding_dim: PositiveInt = 8,
         layers: Layers = (64, 32, 16, 8),
-        dropout: Probability = 0.0,
+        dropout: Dropout = 0.0,
         loss: Loss = "mse",
         n_negatives: PositiveInt = 4,
         l2: NonNegativeFloat = 0.0,
@@ -282,7 +282,7 @@ class HybridNeuMF(NeuMF):
         item_embedding_dim: Annotated[int, pydantic.Field(ge=1)] | None = None,
         embedding_dim: PositiveInt = 8,
         layers: Layers = (64, 32, 16, 8),
-        dropout: Probability = 0.0,
+        dropout: Dropout = 0.0,
         loss: Loss = "mse",
         n_negatives: PositiveInt = 4,
         l2: NonNegativeFloat = 0.0,

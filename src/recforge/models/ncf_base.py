@@ -28,7 +28,7 @@ from torch import nn
 from recforge.data.interactions import Interactions
 from recforge.models.foldin import fold_in_by_gradient
 from recforge.models.objectives import Objective, objective_for
-from recforge.models.rating import PAIR_CHUNK, EventSource, RatingRecommender
+from recforge.models.rating import PAIR_CHUNK, EventSource, Probability, RatingRecommender
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:
@@ -51,13 +51,27 @@ def _check_layers(value: tuple[int, ...]) -> tuple[int, ...]:
 
 Layers = Annotated[tuple[int, ...], pydantic.AfterValidator(_check_layers)]
 
+Dropout = Probability | tuple[Probability, ...]
+"""Dropout before the MLP tower's layers: one rate for every layer, or one per layer (``(0.5, 0.3, 0.3)`` for
+``layers=(64, 32, 16, 8)``, as in the Goodreads notebook)."""
+
+
+def tower_dropouts(dropout: float | tuple[float, ...], layers: tuple[int, ...]) -> tuple[float, ...]:
+    """One dropout rate per tower layer (``len(layers) - 1`` of them); a clear error naming ``dropout`` otherwise."""
+    n = max(len(layers) - 1, 0)
+    if isinstance(dropout, int | float):
+        return (float(dropout),) * n
+    if len(dropout) != n:
+        raise ValueError(f"dropout: {len(dropout)} rates for the {n} tower layers of layers={layers}; give one or {n}")
+    return tuple(float(d) for d in dropout)
+
 
 class Towers(NamedTuple):
     """A member's network: the GMF size (0: no GMF tower), the MLP widths (empty: no MLP tower) and dropout."""
 
     gmf_dim: int = 0
     layers: tuple[int, ...] = ()
-    dropout: float = 0.0
+    dropout: float | tuple[float, ...] = 0.0
 
 
 UserVectors = tuple[torch.Tensor | None, torch.Tensor | None]
@@ -74,7 +88,7 @@ class NCFModule(nn.Module):
         *,
         gmf_dim: int,
         layers: tuple[int, ...],
-        dropout: float,
+        dropout: float | tuple[float, ...],
         feature_dim: int = 0,
         output_bias: float = 0.0,
     ):
@@ -90,8 +104,8 @@ class NCFModule(nn.Module):
             self.user_mlp = nn.Embedding(n_users, layers[0] // 2)
             self.item_mlp = nn.Embedding(n_items, layers[0] // 2)
             tower: list[nn.Module] = []
-            for a, b in itertools.pairwise(layers):
-                tower += [nn.Dropout(dropout), nn.Linear(a, b), nn.ReLU()]
+            for (a, b), rate in zip(itertools.pairwise(layers), tower_dropouts(dropout, layers), strict=True):
+                tower += [nn.Dropout(rate), nn.Linear(a, b), nn.ReLU()]
             self.tower = nn.Sequential(*tower)
             width += layers[-1]
         if feature_dim:
