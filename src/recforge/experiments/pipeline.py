@@ -36,8 +36,8 @@ from recforge.experiments.config import AUTO, ConfigError, ExperimentConfig
 from recforge.experiments.runs import new_run_id, run_directory
 from recforge.metrics import parse_metric
 from recforge.metrics.rating import MAE, RMSE, RoundedAccuracy
-from recforge.models.base import BaseRecommender, InvalidParameterError, ModelFileError, read_saved_config
-from recforge.models.registry import create_model, model_class
+from recforge.models.base import BaseRecommender, InvalidParameterError
+from recforge.models.registry import create_model, load_model, model_class
 from recforge.training.options import TrainingOptions, resolve_device
 
 PREDEFINED_PARAMS = ("fold", "train_path", "test_path", "valid_path", "valid_fraction", "seed")
@@ -563,14 +563,7 @@ def run_experiment(
 
 def reload_run(run_dir: str | Path, *, device: str = "auto") -> tuple[ExperimentConfig, BaseRecommender]:
     """The validated config and the saved model of a run directory, loaded onto ``device``."""
-    cfg = read_config(run_dir)
-    path = Path(run_dir) / "model"
-    name = read_saved_config(path)["model"]
-    try:
-        cls = model_class(name)
-    except ValueError as exc:
-        raise ModelFileError(f"{path / 'config.json'}: {exc}") from None
-    return cfg, cls.load(path, device=device)
+    return read_config(run_dir), load_model(Path(run_dir) / "model", device=device)
 
 
 def read_config(run_dir: str | Path) -> ExperimentConfig:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE
-from recforge.models.base import BaseRecommender
+from recforge.models.base import BaseRecommender, ModelFileError, read_saved_config
 from recforge.models.cofi import CoFiMF
 from recforge.models.linear import EASE
 from recforge.models.mf import BiasedMF, ClassicMF
@@ -54,7 +53,9 @@ def create_model(name: str, **params: Any) -> BaseRecommender:
 
 def load_model(path: str | Path, *, device: str = "auto") -> BaseRecommender:
     """Load any saved model directory, whatever its class, onto ``device`` (wherever it was trained)."""
-    config_path = Path(path) / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{path} is not a saved recforge model: missing config.json")
-    return model_class(json.loads(config_path.read_text())["model"]).load(path, device=device)
+    name = read_saved_config(path)["model"]
+    try:
+        cls = model_class(name)
+    except ValueError as exc:
+        raise ModelFileError(f"{Path(path) / 'config.json'}: {exc}") from None
+    return cls.load(path, device=device)
