@@ -207,7 +207,7 @@ def test_evaluate_finds_moved_data_with_data_dir_and_the_run_records_its_source(
     ease_run, tmp_path, monkeypatch, capsys
 ):
     source = json.loads((ease_run / "split.json").read_text())["data_source"]
-    assert source["dataset"] == "ml-100k" and Path(source["folder"]) == (Path(DATA) / "ml-100k").resolve()
+    assert source["dataset"] == "ml-100k" and Path(source["folder"]).resolve() == (Path(DATA) / "ml-100k").resolve()
     moved = tmp_path / "run"
     shutil.copytree(ease_run, moved)
     config = json.loads((moved / "config.json").read_text())
