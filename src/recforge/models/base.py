@@ -10,11 +10,13 @@ saving and loading are written once here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import json
 import os
 import shutil
+import sys
 import uuid
 import warnings
 from abc import ABC, abstractmethod
@@ -100,6 +102,15 @@ def csr_to_torch(
     return t.to_dense() if dense else t
 
 
+def _evaluate_annotation(cls: type, name: str, annotation: Any) -> Any:
+    if not isinstance(annotation, str):
+        return annotation
+    for klass in cls.__mro__:  # the class whose body declares the field
+        if name in vars(klass).get("__annotations__", {}) and dataclasses.is_dataclass(klass):
+            return eval(annotation, vars(sys.modules[klass.__module__]))
+    return eval(annotation, cls.__init__.__globals__)  # a hand-written __init__
+
+
 class BaseRecommender(ABC):
     """Common half of every model: parameters, id maps, ranking, recommending, persistence.
 
@@ -115,9 +126,17 @@ class BaseRecommender(ABC):
     # ------------------------------------------------------------------ parameters
     @classmethod
     def param_specs(cls) -> dict[str, inspect.Parameter]:
-        """The hyper-parameters: ``__init__``'s keyword arguments with their annotations and defaults."""
-        sig = inspect.signature(cls.__init__, eval_str=True)
-        return {n: p for n, p in sig.parameters.items() if n != "self" and p.kind is p.KEYWORD_ONLY}
+        """The hyper-parameters: ``__init__``'s keyword arguments with their annotations and defaults.
+
+        An annotation is evaluated where it was written: in the module of the hand-written ``__init__``, or of the
+        class that declared the field (:func:`~recforge.models.params.hyperparameters` families span modules).
+        """
+        sig = inspect.signature(cls.__init__)
+        return {
+            n: p.replace(annotation=_evaluate_annotation(cls, n, p.annotation))
+            for n, p in sig.parameters.items()
+            if n != "self" and p.kind is p.KEYWORD_ONLY
+        }
 
     @classmethod
     def validate_params(cls, params: dict[str, Any]) -> dict[str, Any]:

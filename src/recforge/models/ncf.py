@@ -40,13 +40,9 @@ from torch import nn
 
 from recforge.data.embeddings import read_item_embeddings
 from recforge.data.interactions import Interactions
-from recforge.models.ncf_base import Dropout, Layers, Loss, NCFRecommender, Towers
-from recforge.models.neural import Monitor
+from recforge.models.ncf_base import Dropout, Layers, NCFRecommender, Towers
+from recforge.models.params import hyperparameters
 from recforge.models.rating import (
-    NonNegativeFloat,
-    NonNegativeInt,
-    Optimizer,
-    PositiveFloat,
     PositiveInt,
 )
 
@@ -64,6 +60,7 @@ _COMMON_DOC = """
 """
 
 
+@hyperparameters
 class GMF(NCFRecommender):
     __doc__ = (
         r"""Generalised matrix factorisation (He et al. 2017, eq. 9): :math:`\hat y_{ui} = h^\top (p_u \odot q_i) + c`.
@@ -76,29 +73,13 @@ class GMF(NCFRecommender):
 
     name: ClassVar[str] = "gmf"
 
-    def __init__(
-        self,
-        *,
-        embedding_dim: PositiveInt = 8,
-        loss: Loss = "mse",
-        n_negatives: PositiveInt = 4,
-        l2: NonNegativeFloat = 0.0,
-        learning_rate: PositiveFloat = 0.001,
-        batch_size: PositiveInt = 256,
-        max_epochs: PositiveInt = 20,
-        patience: NonNegativeInt = 3,
-        monitor: Monitor = "ndcg@10",
-        optimizer: Optimizer = "adam",
-        fold_in_steps: NonNegativeInt = 100,
-        clip: bool = True,
-        seed: int = 0,
-    ):
-        self._store_params(locals())
+    embedding_dim: PositiveInt = 8
 
     def _towers(self) -> Towers:
         return Towers(gmf_dim=self.embedding_dim)
 
 
+@hyperparameters
 class MLP(NCFRecommender):
     __doc__ = (
         r"""Multi-layer perceptron over concatenated embeddings (He et al. 2017, eq. 10).
@@ -115,30 +96,14 @@ class MLP(NCFRecommender):
 
     name: ClassVar[str] = "mlp"
 
-    def __init__(
-        self,
-        *,
-        layers: Layers = (64, 32, 16, 8),
-        dropout: Dropout = 0.0,
-        loss: Loss = "mse",
-        n_negatives: PositiveInt = 4,
-        l2: NonNegativeFloat = 0.0,
-        learning_rate: PositiveFloat = 0.001,
-        batch_size: PositiveInt = 256,
-        max_epochs: PositiveInt = 20,
-        patience: NonNegativeInt = 3,
-        monitor: Monitor = "ndcg@10",
-        optimizer: Optimizer = "adam",
-        fold_in_steps: NonNegativeInt = 100,
-        clip: bool = True,
-        seed: int = 0,
-    ):
-        self._store_params(locals())
+    layers: Layers = (64, 32, 16, 8)
+    dropout: Dropout = 0.0
 
     def _towers(self) -> Towers:
         return Towers(layers=tuple(self.layers), dropout=self.dropout)
 
 
+@hyperparameters
 class NeuMF(NCFRecommender):
     __doc__ = (
         r"""Neural matrix factorisation: GMF and MLP towers with their own embeddings, fused (He et al. 2017, eq. 12).
@@ -158,28 +123,11 @@ class NeuMF(NCFRecommender):
 
     name: ClassVar[str] = "neumf"
     #: the towers of :meth:`from_pretrained` that ``fit`` starts from (None: a fresh initialisation)
-    _pretrained: dict[str, Any] | None = None
+    _pretrained: ClassVar[dict[str, Any] | None] = None  # set per instance; not a hyper-parameter
 
-    def __init__(
-        self,
-        *,
-        embedding_dim: PositiveInt = 8,
-        layers: Layers = (64, 32, 16, 8),
-        dropout: Dropout = 0.0,
-        loss: Loss = "mse",
-        n_negatives: PositiveInt = 4,
-        l2: NonNegativeFloat = 0.0,
-        learning_rate: PositiveFloat = 0.001,
-        batch_size: PositiveInt = 256,
-        max_epochs: PositiveInt = 20,
-        patience: NonNegativeInt = 3,
-        monitor: Monitor = "ndcg@10",
-        optimizer: Optimizer = "adam",
-        fold_in_steps: NonNegativeInt = 100,
-        clip: bool = True,
-        seed: int = 0,
-    ):
-        self._store_params(locals())
+    embedding_dim: PositiveInt = 8
+    layers: Layers = (64, 32, 16, 8)
+    dropout: Dropout = 0.0
 
     def _towers(self) -> Towers:
         return Towers(gmf_dim=self.embedding_dim, layers=tuple(self.layers), dropout=self.dropout)
@@ -253,6 +201,7 @@ class NeuMF(NCFRecommender):
         return module
 
 
+@hyperparameters
 class HybridNeuMF(NeuMF):
     __doc__ = (
         r"""NeuMF whose prediction layer also sees a fixed, pretrained item embedding (the Goodreads notebook's hybrid).
@@ -272,31 +221,13 @@ class HybridNeuMF(NeuMF):
 
     name: ClassVar[str] = "hybridneumf"
     #: (table, known) of the item embeddings while the module is built (fit or load), else None
-    _embedding_table: tuple[torch.Tensor, torch.Tensor] | None = None
+    _embedding_table: ClassVar[tuple[torch.Tensor, torch.Tensor] | None] = (
+        None  # set per instance, not a hyper-parameter
+    )
 
-    def __init__(
-        self,
-        *,
-        item_embeddings: str,
-        item_id_column: str = "item",
-        item_embedding_dim: Annotated[int, pydantic.Field(ge=1)] | None = None,
-        embedding_dim: PositiveInt = 8,
-        layers: Layers = (64, 32, 16, 8),
-        dropout: Dropout = 0.0,
-        loss: Loss = "mse",
-        n_negatives: PositiveInt = 4,
-        l2: NonNegativeFloat = 0.0,
-        learning_rate: PositiveFloat = 0.001,
-        batch_size: PositiveInt = 256,
-        max_epochs: PositiveInt = 20,
-        patience: NonNegativeInt = 3,
-        monitor: Monitor = "ndcg@10",
-        optimizer: Optimizer = "adam",
-        fold_in_steps: NonNegativeInt = 100,
-        clip: bool = True,
-        seed: int = 0,
-    ):
-        self._store_params(locals())
+    item_embeddings: str
+    item_id_column: str = "item"
+    item_embedding_dim: Annotated[int, pydantic.Field(ge=1)] | None = None
 
     def _prepare(self, train: Interactions) -> None:
         table, known = read_item_embeddings(

@@ -27,8 +27,10 @@ from torch import nn
 
 from recforge.data.interactions import Interactions
 from recforge.models.foldin import fold_in_by_gradient
+from recforge.models.neural import Monitor
 from recforge.models.objectives import Objective, objective_for
-from recforge.models.rating import PAIR_CHUNK, EventSource, Probability, RatingRecommender
+from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
+from recforge.models.rating import PAIR_CHUNK, EventSource, Optimizer, Probability, RatingRecommender
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:
@@ -166,15 +168,29 @@ class NCFModule(nn.Module):
 
 
 # ====================================================================== shared half
-class NCFRecommender(RatingRecommender):
-    """Training, scoring, validation and fold-in shared by GMF, MLP, NeuMF and HybridNeuMF."""
+@hyperparameters
+class NCFParams:
+    """The hyper-parameters every NCF model has: the objective (``loss``: "mse" on ratings, "bce" on implicit
+    feedback with ``n_negatives`` sampled negatives per positive), the per-event L2 on the batch's embedding rows,
+    Adam's (or SGD's) step, batch, epochs, early stopping (on the validation RMSE for "mse", on ``monitor`` for
+    "bce"), the fold-in steps of new users, clipping of predicted ratings to the training range, and the seed."""
 
-    loss: Loss
-    n_negatives: int
-    l2: float
-    monitor: str
-    optimizer: str
-    fold_in_steps: int
+    loss: Loss = "mse"
+    n_negatives: PositiveInt = 4
+    l2: NonNegativeFloat = 0.0
+    learning_rate: PositiveFloat = 0.001
+    batch_size: PositiveInt = 256
+    max_epochs: PositiveInt = 20
+    patience: NonNegativeInt = 3
+    monitor: Monitor = "ndcg@10"
+    optimizer: Optimizer = "adam"
+    fold_in_steps: NonNegativeInt = 100
+    clip: bool = True
+    seed: int = 0
+
+
+class NCFRecommender(NCFParams, RatingRecommender):
+    """Training, scoring, validation and fold-in shared by GMF, MLP, NeuMF and HybridNeuMF."""
 
     # ------------------------------------------------------------------ what the member declares
     @abstractmethod

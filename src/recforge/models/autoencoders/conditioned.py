@@ -19,18 +19,8 @@ from torch import nn
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import ConditionedRows
 from recforge.models.autoencoders.losses import SparseRows
-from recforge.models.autoencoders.params import (
-    DropoutRate,
-    GradClip,
-    HiddenDims,
-    LearningRate,
-    NonNegative,
-    NonNegativeInt,
-    PositiveInt,
-    Seed,
-)
 from recforge.models.autoencoders.rows import MultiVAE
-from recforge.models.neural import Monitor
+from recforge.models.params import hyperparameters
 from recforge.training.trainer import Losses, StepContext
 
 
@@ -55,6 +45,7 @@ def item_condition_matrix(info: pd.DataFrame | None, column: str, n_items: int) 
     return m, labels.tolist()
 
 
+@hyperparameters
 class CMultiVAE(MultiVAE):
     r"""C-VAE: a Mult-VAE whose encoder also reads a condition vector (Carraro, Polato & Aiolli 2020, arXiv 2004.11141).
 
@@ -77,24 +68,7 @@ class CMultiVAE(MultiVAE):
 
     name: ClassVar[str] = "cmultivae"
 
-    def __init__(
-        self,
-        *,
-        condition_col: str = "genres",
-        hidden_dims: HiddenDims = (600, 200),
-        dropout: DropoutRate = 0.5,
-        beta: NonNegative = 0.2,
-        anneal_steps: NonNegativeInt = 200_000,
-        l2: NonNegative = 0.0,
-        max_epochs: PositiveInt = 200,
-        batch_size: PositiveInt = 500,
-        learning_rate: LearningRate = 1e-3,
-        patience: NonNegativeInt = 20,
-        monitor: Monitor = "ndcg@100",
-        grad_clip: GradClip = None,
-        seed: Seed = 0,
-    ):
-        self._store_params(locals())
+    condition_col: str = "genres"
 
     # ------------------------------------------------------------------ training
     def _n_conditions(self) -> int:

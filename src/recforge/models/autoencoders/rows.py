@@ -28,22 +28,14 @@ from recforge.models.autoencoders.losses import (
     weight_penalty,
 )
 from recforge.models.autoencoders.networks import AutoencoderNet, adam
-from recforge.models.autoencoders.params import (
-    DropoutRate,
-    GradClip,
-    HiddenDims,
-    LearningRate,
-    NonNegative,
-    NonNegativeInt,
-    PositiveInt,
-    Seed,
-)
-from recforge.models.neural import Monitor, TorchRecommender
+from recforge.models.autoencoders.params import DropoutRate, HiddenDims, NonNegative, RowParams
+from recforge.models.neural import TorchRecommender
+from recforge.models.params import NonNegativeInt, PositiveInt, hyperparameters
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext
 
 
-class _RowAutoencoder(TorchRecommender):
+class _RowAutoencoder(RowParams, TorchRecommender):
     """The user-row autoencoders' common half: batches of rows, the loss, scoring at z = mu."""
 
     folds_in_from_history: ClassVar[bool] = True
@@ -52,9 +44,6 @@ class _RowAutoencoder(TorchRecommender):
     #: whether input rows are L2-normalised before the dropout (Liang et al.)
     normalize_input: ClassVar[bool] = False
 
-    hidden_dims: tuple[int, ...]
-    dropout: float
-    l2: float
     beta: float
     anneal_steps: int
 
@@ -139,6 +128,7 @@ class _RowAutoencoder(TorchRecommender):
         return mu.float()
 
 
+@hyperparameters
 class AE(_RowAutoencoder):
     r"""A plain (optionally denoising) autoencoder over user rows with the squared-error reconstruction loss.
 
@@ -151,26 +141,11 @@ class AE(_RowAutoencoder):
 
     name: ClassVar[str] = "ae"
 
-    def __init__(
-        self,
-        *,
-        hidden_dims: HiddenDims = (600, 200),
-        dropout: DropoutRate = 0.0,
-        l2: NonNegative = 0.0,
-        max_epochs: PositiveInt = 100,
-        batch_size: PositiveInt = 500,
-        learning_rate: LearningRate = 1e-3,
-        patience: NonNegativeInt = 20,
-        monitor: Monitor = "ndcg@100",
-        grad_clip: GradClip = None,
-        seed: Seed = 0,
-    ):
-        self._store_params(locals())
-
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return squared_error(logits, target)
 
 
+@hyperparameters
 class VAE(_RowAutoencoder):
     r"""Variational autoencoder (Kingma & Welling 2014) over user rows, Bernoulli likelihood, Gaussian latent.
 
@@ -187,28 +162,14 @@ class VAE(_RowAutoencoder):
     name: ClassVar[str] = "vae"
     variational: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        hidden_dims: HiddenDims = (600, 200),
-        dropout: DropoutRate = 0.0,
-        beta: NonNegative = 1.0,
-        anneal_steps: NonNegativeInt = 0,
-        l2: NonNegative = 0.0,
-        max_epochs: PositiveInt = 100,
-        batch_size: PositiveInt = 500,
-        learning_rate: LearningRate = 1e-3,
-        patience: NonNegativeInt = 20,
-        monitor: Monitor = "ndcg@100",
-        grad_clip: GradClip = None,
-        seed: Seed = 0,
-    ):
-        self._store_params(locals())
+    beta: NonNegative = 1.0
+    anneal_steps: NonNegativeInt = 0
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return bernoulli_nll(logits, target)
 
 
+@hyperparameters
 class MultiDAE(_RowAutoencoder):
     r"""Mult-DAE: denoising autoencoder with a multinomial likelihood (Liang et al. 2018, WWW '18).
 
@@ -225,26 +186,16 @@ class MultiDAE(_RowAutoencoder):
     name: ClassVar[str] = "multidae"
     normalize_input: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        hidden_dims: HiddenDims = (200,),
-        dropout: DropoutRate = 0.5,
-        l2: NonNegative = 0.01,
-        max_epochs: PositiveInt = 200,
-        batch_size: PositiveInt = 500,
-        learning_rate: LearningRate = 1e-3,
-        patience: NonNegativeInt = 20,
-        monitor: Monitor = "ndcg@100",
-        grad_clip: GradClip = None,
-        seed: Seed = 0,
-    ):
-        self._store_params(locals())
+    hidden_dims: HiddenDims = (200,)
+    dropout: DropoutRate = 0.5
+    l2: NonNegative = 0.01
+    max_epochs: PositiveInt = 200
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return multinomial_nll(logits, target)
 
 
+@hyperparameters
 class MultiVAE(_RowAutoencoder):
     r"""Mult-VAE: variational autoencoder with a multinomial likelihood and an annealed KL weight (Liang et al. 2018).
 
@@ -267,23 +218,10 @@ class MultiVAE(_RowAutoencoder):
     variational: ClassVar[bool] = True
     normalize_input: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        hidden_dims: HiddenDims = (600, 200),
-        dropout: DropoutRate = 0.5,
-        beta: NonNegative = 0.2,
-        anneal_steps: NonNegativeInt = 200_000,
-        l2: NonNegative = 0.0,
-        max_epochs: PositiveInt = 200,
-        batch_size: PositiveInt = 500,
-        learning_rate: LearningRate = 1e-3,
-        patience: NonNegativeInt = 20,
-        monitor: Monitor = "ndcg@100",
-        grad_clip: GradClip = None,
-        seed: Seed = 0,
-    ):
-        self._store_params(locals())
+    dropout: DropoutRate = 0.5
+    beta: NonNegative = 0.2
+    anneal_steps: NonNegativeInt = 200_000
+    max_epochs: PositiveInt = 200
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         return multinomial_nll(logits, target)

@@ -20,8 +20,9 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import Sequences, pad_sequences
 from recforge.models.autoencoders.losses import gaussian_kl, next_k_nll
 from recforge.models.autoencoders.networks import adam, xavier_linear
-from recforge.models.autoencoders.params import GradClip, LearningRate, NonNegative, NonNegativeInt, PositiveInt, Seed
-from recforge.models.neural import Monitor, TorchRecommender
+from recforge.models.autoencoders.params import AutoencoderParams, NonNegative
+from recforge.models.neural import TorchRecommender
+from recforge.models.params import NonNegativeInt, PositiveInt, hyperparameters
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext
 
@@ -68,7 +69,8 @@ def next_k_targets(padded: torch.Tensor, next_k: int) -> torch.Tensor:
     return torch.stack([extended[:, j : j + length] for j in range(1, next_k + 1)], dim=2)
 
 
-class SVAE(TorchRecommender):
+@hyperparameters
+class SVAE(AutoencoderParams, TorchRecommender):
     r"""Sequential VAE (Sachdeva, Manco, Ritacco & Pudi 2019, WSDM '19): a VAE per step of a GRU over the item sequence.
 
     For user ``u`` with time-ordered items :math:`s_{u,1..T}`, the GRU state :math:`h_{ut}` after
@@ -99,27 +101,17 @@ class SVAE(TorchRecommender):
     #: rows scored per GRU pass (bounds the ``rows x max_length x rnn_dim`` activations)
     score_chunk: ClassVar[int] = 256
 
-    def __init__(
-        self,
-        *,
-        embedding_dim: PositiveInt = 256,
-        rnn_dim: PositiveInt = 200,
-        hidden_dim: PositiveInt = 150,
-        latent_dim: PositiveInt = 64,
-        next_k: PositiveInt = 4,
-        max_length: PositiveInt = 200,
-        beta: NonNegative = 0.2,
-        anneal_steps: NonNegativeInt = 200_000,
-        l2: NonNegative = 0.0,
-        max_epochs: PositiveInt = 25,
-        batch_size: PositiveInt = 64,
-        learning_rate: LearningRate = 1e-3,
-        patience: NonNegativeInt = 5,
-        monitor: Monitor = "ndcg@100",
-        grad_clip: GradClip = None,
-        seed: Seed = 0,
-    ):
-        self._store_params(locals())
+    embedding_dim: PositiveInt = 256
+    rnn_dim: PositiveInt = 200
+    hidden_dim: PositiveInt = 150
+    latent_dim: PositiveInt = 64
+    next_k: PositiveInt = 4
+    max_length: PositiveInt = 200
+    beta: NonNegative = 0.2
+    anneal_steps: NonNegativeInt = 200_000
+    max_epochs: PositiveInt = 25
+    batch_size: PositiveInt = 64
+    patience: NonNegativeInt = 5
 
     # ------------------------------------------------------------------ training
     def _prepare(self, train: Interactions) -> None:
