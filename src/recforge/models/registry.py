@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE
+from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE, RecVAE
 from recforge.models.base import BaseRecommender, ModelFileError, read_saved_config
 from recforge.models.cofi import CoFiMF
 from recforge.models.linear import EASE
@@ -25,6 +25,7 @@ MODELS: dict[str, type[BaseRecommender]] = {
         MultiDAE,
         MultiVAE,
         CMultiVAE,
+        RecVAE,
         SVAE,
         CoFiMF,
         ClassicMF,

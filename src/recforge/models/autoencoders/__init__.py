@@ -1,6 +1,6 @@
-"""Autoencoder recommenders: AE, VAE, Mult-DAE, Mult-VAE, the conditioned C-VAE and the sequential SVAE.
+"""Autoencoder recommenders: AE, VAE, Mult-DAE, Mult-VAE, RecVAE, the conditioned C-VAE and the sequential SVAE.
 
-The user-row models (``ae``, ``vae``, ``multidae``, ``multivae``, ``cmultivae``) read a user's whole
+The user-row models (``ae``, ``vae``, ``multidae``, ``multivae``, ``cmultivae``, ``recvae``) read a user's whole
 history row and output one logit per item, scored at the latent mean, so new users fold in for free;
 ``svae`` reads the time-ordered item sequence instead. The modules, one concept each:
 
@@ -8,9 +8,10 @@ history row and output one logit per item, scored at the latent mean, so new use
   the conventions shared by all (means over users, the ``l2`` term, the ``beta`` schedule);
 - :mod:`.networks`: :class:`SparseInputLinear` (the sparse input stays sparse), :class:`AutoencoderNet`
   and the fused Adam;
-- :mod:`.params`: the ``Annotated`` hyper-parameter types the models' signatures share;
+- :mod:`.params`: the hyper-parameters the family shares (constraint types, shared fields);
 - :mod:`.rows`: the user-row base and AE, VAE, MultiDAE, MultiVAE;
 - :mod:`.conditioned`: CMultiVAE and :func:`item_condition_matrix`;
+- :mod:`.recvae`: RecVAE (composite prior, user-dependent beta, alternating encoder/decoder epochs);
 - :mod:`.sequential`: SVAE, :class:`SVAENet` and :func:`next_k_targets`.
 """
 
@@ -28,6 +29,7 @@ from recforge.models.autoencoders.losses import (
     weight_penalty,
 )
 from recforge.models.autoencoders.networks import AutoencoderNet, SparseInputLinear, adam
+from recforge.models.autoencoders.recvae import RecVAE, composite_prior_log_density
 from recforge.models.autoencoders.rows import AE, VAE, MultiDAE, MultiVAE
 from recforge.models.autoencoders.sequential import SVAE, SVAENet, next_k_targets
 
@@ -39,11 +41,13 @@ __all__ = [
     "CMultiVAE",
     "MultiDAE",
     "MultiVAE",
+    "RecVAE",
     "SVAENet",
     "SparseInputLinear",
     "SparseRows",
     "adam",
     "bernoulli_nll",
+    "composite_prior_log_density",
     "gaussian_kl",
     "item_condition_matrix",
     "l2_normalize_values",
