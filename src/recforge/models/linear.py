@@ -151,21 +151,8 @@ class EASE(BaseRecommender):
         self._set_weights(weights)
 
     def _set_weights(self, weights: torch.Tensor) -> None:
-        """Keep ``B`` for scoring: whole on an accelerator, as cache-sized column blocks on CPU.
-
-        ``history @ B`` reads one row of ``B`` per stored history entry; over whole rows of a large ``B``
-        that traffic misses every cache, while a block of columns (``SCORE_BLOCK_BYTES``) stays in the
-        last-level cache for the whole batch of users: about 2x faster at 20,000 items.
-        """
-        n = weights.shape[1]
-        if weights.device.type != "cpu":
-            self.weights_ = [weights]
-            return
-        width = max(64, SCORE_BLOCK_BYTES // (4 * max(n, 1)) // 64 * 64)
-        if width >= n:
-            self.weights_ = [weights.contiguous()]
-            return
-        self.weights_ = [weights[:, a : a + width].contiguous() for a in range(0, n, width)]
+        """Keep ``B`` for scoring (:func:`score_blocks`)."""
+        self.weights_ = score_blocks(weights)
 
     def item_weights(self) -> torch.Tensor:
         """The learned ``n_items x n_items`` matrix ``B`` (zero diagonal), assembled on its device."""
@@ -175,27 +162,7 @@ class EASE(BaseRecommender):
 
     def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
         history = self._check_history(history, users)
-        blocks = self.weights_
-        device = blocks[0].device
-        if history.nnz == 0:
-            return torch.zeros((history.shape[0], self.n_items), dtype=torch.float32, device=device)
-        # history @ B as a weighted sum of B's rows per user: embedding_bag's kernel is ~2x torch.sparse.mm here
-        items = torch.from_numpy(history.indices.astype(np.int64)).to(device)
-        starts = torch.from_numpy(history.indptr[:-1].astype(np.int64)).to(device)
-        values = torch.from_numpy(history.data.astype(np.float32)).to(device)
-
-        def rows_times(block: torch.Tensor) -> torch.Tensor:
-            return F.embedding_bag(items, block, starts, mode="sum", per_sample_weights=values)
-
-        if len(blocks) == 1:
-            return rows_times(blocks[0])
-        out = torch.empty((history.shape[0], self.n_items), dtype=torch.float32, device=device)
-        start = 0
-        for block in blocks:
-            stop = start + block.shape[1]
-            out[:, start:stop] = rows_times(block)
-            start = stop
-        return out
+        return blocked_scores(history, self.weights_, self.n_items)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"weights": self.item_weights()}
@@ -204,27 +171,78 @@ class EASE(BaseRecommender):
         self._set_weights(tensors["weights"].to(self.device_, torch.float32))
 
 
-def ease_weights_(gram: torch.Tensor) -> torch.Tensor:
-    """EASE's ``B = I - P / diag(P)`` with ``P = gram^{-1}``, overwriting the symmetric positive definite ``gram``.
+def score_blocks(weights: torch.Tensor) -> list[torch.Tensor]:
+    """A dense ``n_items x n_items`` weight matrix kept for :func:`blocked_scores`: whole on an accelerator, as
+    cache-sized column blocks on CPU.
 
-    The Cholesky factor and the inverse are written into ``gram``'s own storage (through its transpose,
-    which for a symmetric matrix is the same matrix in the column-major layout LAPACK works in), so no
-    second ``n x n`` matrix is allocated where the backend allows it.
+    ``history @ B`` reads one row of ``B`` per stored history entry; over whole rows of a large ``B`` that
+    traffic misses every cache, while a block of columns (``SCORE_BLOCK_BYTES``) stays in the last-level cache
+    for the whole batch of users: about 2x faster at 20,000 items.
     """
-    view = gram.mT  # Fortran-contiguous and equal to gram: LAPACK factors it in place
+    n = weights.shape[1]
+    if weights.device.type != "cpu":
+        return [weights]
+    width = max(64, SCORE_BLOCK_BYTES // (4 * max(n, 1)) // 64 * 64)
+    if width >= n:
+        return [weights.contiguous()]
+    return [weights[:, a : a + width].contiguous() for a in range(0, n, width)]
+
+
+def blocked_scores(history: sp.csr_array, blocks: list[torch.Tensor], n_items: int) -> torch.Tensor:
+    """``history @ B`` (rows x n_items float32, a fresh tensor) with ``B`` kept as :func:`score_blocks`."""
+    device = blocks[0].device
+    if history.nnz == 0:
+        return torch.zeros((history.shape[0], n_items), dtype=torch.float32, device=device)
+    # history @ B as a weighted sum of B's rows per user: embedding_bag's kernel is ~2x torch.sparse.mm here
+    items = torch.from_numpy(history.indices.astype(np.int64)).to(device)
+    starts = torch.from_numpy(history.indptr[:-1].astype(np.int64)).to(device)
+    values = torch.from_numpy(history.data.astype(np.float32)).to(device)
+
+    def rows_times(block: torch.Tensor) -> torch.Tensor:
+        return F.embedding_bag(items, block, starts, mode="sum", per_sample_weights=values)
+
+    if len(blocks) == 1:
+        return rows_times(blocks[0])
+    out = torch.empty((history.shape[0], n_items), dtype=torch.float32, device=device)
+    start = 0
+    for block in blocks:
+        stop = start + block.shape[1]
+        out[:, start:stop] = rows_times(block)
+        start = stop
+    return out
+
+
+def spd_inverse_(matrix: torch.Tensor, *, what: str = "EASE: X^T X + l2 I", fix: str = "increase l2") -> torch.Tensor:
+    """The inverse of the symmetric positive definite ``matrix``, written into ``matrix``'s own storage.
+
+    The Cholesky factor and the inverse are written through ``matrix``'s transpose (for a symmetric matrix the
+    same matrix, in the column-major layout LAPACK works in), so no second ``n x n`` matrix is allocated where
+    the backend allows it. The result is C-contiguous (it may be a transposed view of ``matrix``'s storage).
+    A matrix that is not positive definite in float32 raises ``ValueError`` naming ``what`` and the ``fix``.
+    """
+    view = matrix.mT  # Fortran-contiguous and equal to matrix: LAPACK factors it in place
     try:
-        factor, info = torch.linalg.cholesky_ex(view, out=(view, torch.empty(0, dtype=torch.int32, device=gram.device)))
+        factor, info = torch.linalg.cholesky_ex(
+            view, out=(view, torch.empty(0, dtype=torch.int32, device=matrix.device))
+        )
         inverse = torch.cholesky_inverse(factor, out=factor) if int(info) == 0 else None
     except RuntimeError:  # a backend that refuses aliased outputs: pay for one more matrix
-        factor, info = torch.linalg.cholesky_ex(gram)
+        factor, info = torch.linalg.cholesky_ex(matrix)
         inverse = torch.cholesky_inverse(factor) if int(info) == 0 else None
         del factor
     if inverse is None:
-        raise ValueError(
-            f"EASE: X^T X + l2 I is not positive definite in float32 (leading minor {int(info)} failed); increase l2"
-        )
-    # P is symmetric, so its transpose is P too: take whichever view is C-ordered (no copy).
-    weights = (inverse if inverse.is_contiguous() else inverse.mT).contiguous()
+        raise ValueError(f"{what} is not positive definite in float32 (leading minor {int(info)} failed); {fix}")
+    # the inverse is symmetric, so its transpose is it too: take whichever view is C-ordered (no copy).
+    return (inverse if inverse.is_contiguous() else inverse.mT).contiguous()
+
+
+def ease_weights_(gram: torch.Tensor) -> torch.Tensor:
+    """EASE's ``B = I - P / diag(P)`` with ``P = gram^{-1}``, overwriting the symmetric positive definite ``gram``.
+
+    ``P`` is computed in ``gram``'s own storage (:func:`spd_inverse_`), so no second ``n x n`` matrix is
+    allocated where the backend allows it.
+    """
+    weights = spd_inverse_(gram)
     diag = weights.diagonal().clone()
     weights.div_(diag.neg_())  # B_ij = -P_ij / P_jj (column j divided by P_jj)
     weights.fill_diagonal_(0.0)

@@ -13,6 +13,7 @@ from recforge.models.mf import BiasedMF, ClassicMF
 from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
+from recforge.models.slim import ADMMSLIM
 
 MODELS: dict[str, type[BaseRecommender]] = {
     cls.name: cls
@@ -20,6 +21,7 @@ MODELS: dict[str, type[BaseRecommender]] = {
         Popularity,
         ItemKNN,
         EASE,
+        ADMMSLIM,
         AE,
         VAE,
         MultiDAE,
