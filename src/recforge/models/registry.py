@@ -7,7 +7,9 @@ from typing import Any
 
 from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE, RecVAE
 from recforge.models.base import BaseRecommender, ModelFileError, read_saved_config
+from recforge.models.bpr import BPR
 from recforge.models.cofi import CoFiMF
+from recforge.models.gan import CFGAN
 from recforge.models.linear import EASE
 from recforge.models.mf import BiasedMF, ClassicMF
 from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
@@ -20,6 +22,7 @@ MODELS: dict[str, type[BaseRecommender]] = {
     for cls in (
         Popularity,
         ItemKNN,
+        BPR,
         EASE,
         ADMMSLIM,
         AE,
@@ -28,6 +31,7 @@ MODELS: dict[str, type[BaseRecommender]] = {
         MultiVAE,
         CMultiVAE,
         RecVAE,
+        CFGAN,
         SVAE,
         CoFiMF,
         ClassicMF,
