@@ -6,22 +6,34 @@ Three ways, for every history row at once (batched; nothing here changes a model
   (matrix factorisation, CoFi);
 * :func:`solve_confidence_rows` -- implicit feedback, confidence-weighted squared error over **every** item
   (Hu, Koren, Volinsky 2008, the iALS user step), computed from the Gram matrix of all item factors plus
-  corrections on the observed items only;
+  corrections on the observed items only; it is one case of :func:`solve_gram_rows`, the batched solve of
+  :math:`(G + \sum_{i \in I_u} a_{ui} f_i f_i^\top + \Lambda_u) x_u = \sum_{i \in I_u} b_{ui} f_i` over rows held as
+  :class:`PaddedRows` (exact, by batched Cholesky, or by a few conjugate-gradient steps from a warm start), which
+  the iALS model (:mod:`recforge.models.ials`) trains with;
 * :func:`fold_in_by_gradient` -- any differentiable model (NCF): Adam steps on the new users' vectors
   only, the network frozen by construction (the gradient is taken with respect to the new vectors alone).
 
-The two solves are exact (normal equations, one batched ``torch.linalg.solve`` in float64).
+The ridge solve and :func:`solve_confidence_rows` are exact (normal equations, batched, in float64).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["fold_in_by_gradient", "solve_confidence_rows", "solve_ridge_rows"]
+__all__ = [
+    "PaddedRows",
+    "RowBlock",
+    "fold_in_by_gradient",
+    "solve_confidence_rows",
+    "solve_gram_rows",
+    "solve_ridge_rows",
+]
 
 #: Bytes of per-event outer products (nnz x k x k float64) built at a time by the solves.
 _SOLVE_CHUNK_BYTES = 64 << 20
@@ -115,21 +127,226 @@ def solve_confidence_rows(
     confidence scale. The normal equations
     :math:`(A^\top A + \sum_{i \in I_u} \alpha r_{ui} a_i a_i^\top + \lambda I) x = \sum_{i \in I_u} c_{ui} a_i`
     are built the iALS way -- the Gram matrix :math:`A^\top A` of every item once, plus the corrections of the
-    observed items only, never a dense rows x items weight matrix -- and solved with one batched
-    ``torch.linalg.solve``. A row without observed items gets ``x = 0``. Returns rows x k float32 on the device
-    of ``features``.
+    observed items only, never a dense rows x items weight matrix -- and solved at once (:func:`solve_gram_rows`,
+    batched Cholesky in float64). A row without observed items gets ``x = 0``. Returns rows x k float32 on the
+    device of ``features``.
     """
     history = sp.csr_array(history)
-    device = features.device
-    n_rows, k = history.shape[0], features.shape[1]
-    _, rows, items, values = _history_events(history, device)
-    extra = alpha * values.double()  # c_ui - 1 on the observed items
-    gram, rhs = _row_sums(n_rows, features, rows, items, 1.0 + extra, extra)
+    device, k = features.device, features.shape[1]
+    extra = alpha * history.data.astype(np.float64)  # c_ui - 1 on the observed items
+    rows = PaddedRows.build(history, extra, 1.0 + extra, device=device, dtype=torch.float64, dim=k)
     all_items = features.double()
-    gram += (all_items.T @ all_items)[None]
-    lam = torch.as_tensor(reg, dtype=torch.float64, device=device).expand(k)
-    gram.diagonal(dim1=1, dim2=2).add_(lam)
-    return torch.linalg.solve(gram, rhs).float()
+    lam = torch.as_tensor(reg, dtype=torch.float64, device=device).reshape(1, -1).expand(1, k)
+    solution = solve_gram_rows(rows, features, all_items.T @ all_items, lam)
+    assert isinstance(solution, torch.Tensor)
+    return solution.float()
+
+
+# ====================================================================== batched solves over padded rows
+#: Padded (row, entry) slots x feature size, in elements, of one block of :class:`PaddedRows` for the exact solve
+#: (its rows x k x k systems count too); the conjugate-gradient solve wants smaller blocks, whose gathered feature
+#: rows stay in cache across its steps (:data:`CG_BLOCK_ELEMENTS`).
+EXACT_BLOCK_ELEMENTS = 1 << 22
+CG_BLOCK_ELEMENTS = 1 << 19
+
+
+#: How :func:`solve_gram_rows` solves: exactly (batched Cholesky) or by a few conjugate-gradient steps.
+Solver = Literal["cholesky", "cg"]
+
+
+@dataclass
+class RowBlock:
+    """Rows of similar length, padded to the longest: ``cols`` (rows x length, flattened) are the column of each
+    slot (``n_cols`` in the padding, the index of an all-zero feature row), ``a`` and ``b`` its two weights (0 in
+    the padding)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    a: torch.Tensor
+    b: torch.Tensor
+    length: int
+
+
+@dataclass
+class PaddedRows:
+    r"""The stored entries of a sparse matrix, row by row, in blocks of rows of similar length padded to a common
+    length: the layout :func:`solve_gram_rows` computes on. Each entry carries two weights, ``a`` (in the system
+    matrix) and ``b`` (in the right-hand side). Rows without entries are in no block (they solve to 0).
+
+    Rows are sorted by length and cut into blocks of at most ``block_elements`` padded slots x ``dim`` (and, with
+    ``dim``, at most ``block_elements / dim^2`` rows, the size of their systems), so padding wastes little and a
+    block's gathered feature rows fit in a bounded buffer. Built once per matrix (the training data of both sides
+    of iALS) and reused by every sweep.
+    """
+
+    n_rows: int
+    n_cols: int
+    counts: np.ndarray
+    blocks: list[RowBlock]
+
+    @classmethod
+    def build(
+        cls,
+        matrix: sp.csr_array,
+        a: np.ndarray,
+        b: np.ndarray,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+        dim: int,
+        solver: Solver = "cholesky",
+    ) -> PaddedRows:
+        """``a``, ``b``: one weight per stored entry of the CSR ``matrix`` (in its order); ``dim``: the feature size
+        k; ``solver``: what the blocks are sized for (:data:`EXACT_BLOCK_ELEMENTS`, :data:`CG_BLOCK_ELEMENTS`)."""
+        matrix = sp.csr_array(matrix)
+        n_rows, n_cols = matrix.shape
+        counts = np.diff(matrix.indptr)
+        order = np.argsort(counts, kind="stable")
+        order = order[counts[order] > 0]
+        sorted_counts = counts[order]
+        dim = max(dim, 1)
+        budget = EXACT_BLOCK_ELEMENTS if solver == "cholesky" else CG_BLOCK_ELEMENTS
+        max_slots = max(1, budget // dim)
+        max_rows = max(1, budget // (dim * dim)) if solver == "cholesky" else max_slots
+        a, b = np.asarray(a), np.asarray(b)
+        blocks: list[RowBlock] = []
+        start, n = 0, len(order)
+        while start < n:
+            # the most rows from ``start`` whose padded slots (rows x count of the last, longest) fit the budget
+            window = sorted_counts[start : start + min(max_rows, max_slots)]
+            fits = int(np.searchsorted(window * np.arange(1, len(window) + 1), max_slots, side="right"))
+            stop = start + max(fits, 1)
+            rows = order[start:stop]
+            length = int(sorted_counts[stop - 1])
+            first = matrix.indptr[rows][:, None]
+            slot = np.arange(length)[None, :]
+            inside = slot < counts[rows][:, None]
+            entry = np.where(inside, first + slot, 0)
+            cols = np.where(inside, matrix.indices[entry], n_cols).astype(np.int64)
+            blocks.append(
+                RowBlock(
+                    rows=torch.from_numpy(rows.astype(np.int64)).to(device),
+                    cols=torch.from_numpy(cols.reshape(-1)).to(device),
+                    a=torch.from_numpy(np.where(inside, a[entry], 0.0)).to(device=device, dtype=dtype),
+                    b=torch.from_numpy(np.where(inside, b[entry], 0.0)).to(device=device, dtype=dtype),
+                    length=length,
+                )
+            )
+            start = stop
+        return cls(n_rows, n_cols, counts, blocks)
+
+
+def _row_reg(reg: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The block's part of ``reg`` (n_rows or 1) x (k or 1)."""
+    return reg[rows] if reg.shape[0] == n_rows and n_rows > 1 else reg
+
+
+def solve_gram_rows(
+    data: PaddedRows,
+    features: torch.Tensor,
+    gram: torch.Tensor,
+    reg: torch.Tensor,
+    *,
+    solver: Solver = "cholesky",
+    start: torch.Tensor | None = None,
+    cg_steps: int = 3,
+    out: torch.Tensor | None = None,
+    objective: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, float]:
+    r"""For every row ``u`` of ``data`` at once, the solution of
+
+    .. math::
+        \Bigl(G + \sum_{i \in I_u} a_{ui} f_i f_i^\top + \operatorname{diag}(\lambda_u)\Bigr) x_u
+        = \sum_{i \in I_u} b_{ui} f_i,
+
+    the normal equations of :math:`\sum_{i \in I_u} [a_{ui} (f_i \cdot x)^2 - 2 b_{ui} f_i \cdot x]
+    + x^\top G x + \sum_k \lambda_{uk} x_k^2` (the iALS step: :math:`G` the weighted Gram matrix of every feature
+    row, the sums over the row's stored entries only). ``features``: n_cols x k (:math:`f_i`); ``gram``: k x k;
+    ``reg``: (n_rows or 1) x (k or 1). Computed in the dtype of ``gram`` (features are cast), on its device.
+
+    ``solver="cholesky"``: exact, the k x k systems of a block built by one batched product and factorised by one
+    batched Cholesky (a system that float rounding made indefinite is solved again in float64).
+    ``solver="cg"``: ``cg_steps`` conjugate-gradient steps per row from ``start`` (rows x k, the current factors:
+    a warm start, as the ``implicit`` package does), never forming the systems -- each step costs two batched
+    products with the block's gathered feature rows, O(|I_u| k) per row instead of O(|I_u| k^2 + k^3).
+    Rows without entries get 0. Returns n_rows x k (``out`` when given, written in place); with ``objective``,
+    also :math:`\sum_u (x_u^\top A_u x_u - 2 b_u^\top x_u)` at the returned :math:`x_u` (:math:`A_u` the system,
+    :math:`b_u` the right-hand side), in float64, from the residuals :math:`r_u = b_u - A_u x_u` the solve has at
+    hand (:math:`x^\top A x = x^\top (b - r)`): the rows' part of the objective at no extra pass over the data.
+    """
+    dtype, device = gram.dtype, gram.device
+    k = gram.shape[0]
+    if solver == "cg" and start is None:
+        raise ValueError("the conjugate-gradient solve starts from the current factors: pass start")
+    if out is None:
+        out = torch.zeros((data.n_rows, k), dtype=dtype, device=device)
+    if solver == "cg" and start is not None and start is not out:
+        out.copy_(start)
+    empty = torch.from_numpy(np.flatnonzero(data.counts == 0)).to(device)
+    if len(empty):
+        out[empty] = 0
+    padded = torch.cat([features.to(dtype), torch.zeros((1, k), dtype=dtype, device=device)])
+    largest = max((len(blk.rows) * blk.length for blk in data.blocks), default=0)
+    buffer = torch.empty(largest * k, dtype=dtype, device=device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for blk in data.blocks:
+        n = len(blk.rows)
+        f = torch.index_select(padded, 0, blk.cols, out=buffer[: n * blk.length * k].view(-1, k))
+        f = f.view(n, blk.length, k)
+        lam = _row_reg(reg.to(dtype), blk.rows, data.n_rows).expand(n, k)
+        rhs = torch.bmm(blk.b.unsqueeze(1), f).squeeze(1)
+        if solver == "cholesky":
+            x, r = _exact_block(f, blk.a, rhs, gram, lam)
+        else:
+            x, r = _cg_block(f, blk.a, rhs, gram, lam, out[blk.rows], cg_steps)
+        out[blk.rows] = x
+        if objective:  # x'Ax - 2b'x = x'(b - r) - 2 b'x = -x'(b + r)
+            total -= (x.double() * (rhs.double() + r.double())).sum()
+    return (out, float(total)) if objective else out
+
+
+def _exact_block(
+    f: torch.Tensor, a: torch.Tensor, rhs: torch.Tensor, gram: torch.Tensor, lam: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(solution, residual) of a block's systems, exactly."""
+    system = torch.baddbmm(gram.expand(len(f), -1, -1), f.mT * a.unsqueeze(1), f)
+    system.diagonal(dim1=1, dim2=2).add_(lam)
+    chol, info = torch.linalg.cholesky_ex(system)
+    x = torch.cholesky_solve(rhs.unsqueeze(2), chol).squeeze(2)
+    bad = torch.nonzero(info).squeeze(1)
+    if len(bad):  # indefinite through rounding (tiny regularisation): solve those again in float64
+        x[bad] = torch.linalg.solve(system[bad].double(), rhs[bad].double()).to(x.dtype)
+    return x, rhs - torch.bmm(system, x.unsqueeze(2)).squeeze(2)
+
+
+def _cg_block(
+    f: torch.Tensor,
+    a: torch.Tensor,
+    rhs: torch.Tensor,
+    gram: torch.Tensor,
+    lam: torch.Tensor,
+    x: torch.Tensor,
+    steps: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(solution, residual) after ``steps`` conjugate-gradient steps from ``x``."""
+
+    def product(p: torch.Tensor) -> torch.Tensor:
+        along = torch.bmm(p.unsqueeze(1), f.mT).squeeze(1).mul_(a)  # a_ui (f_i . p) on every slot
+        return torch.addmm(torch.bmm(along.unsqueeze(1), f).squeeze(1), p, gram).addcmul_(lam, p)
+
+    r = rhs - product(x)
+    p = r.clone()
+    rs = r.square().sum(1)
+    tiny = torch.finfo(x.dtype).tiny
+    for _ in range(steps):
+        ap = product(p)
+        step = (rs / (p * ap).sum(1).clamp_min(tiny)).unsqueeze(1)
+        x = x.addcmul(step, p)
+        r.addcmul_(step, ap, value=-1.0)
+        rs_new = r.square().sum(1)
+        p = r + (rs_new / rs.clamp_min(tiny)).unsqueeze(1) * p
+        rs = rs_new
+    return x, r
 
 
 def fold_in_by_gradient(

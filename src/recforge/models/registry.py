@@ -10,6 +10,7 @@ from recforge.models.base import BaseRecommender, ModelFileError, read_saved_con
 from recforge.models.bpr import BPR
 from recforge.models.cofi import CoFiMF
 from recforge.models.gan import CFGAN
+from recforge.models.ials import IALS
 from recforge.models.linear import EASE
 from recforge.models.mf import BiasedMF, ClassicMF
 from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseRecommender]] = {
         Popularity,
         ItemKNN,
         BPR,
+        IALS,
         EASE,
         ADMMSLIM,
         AE,
