@@ -37,20 +37,10 @@ from recforge.experiments import pipeline
 from recforge.experiments.runs import REGISTRY_FILE, RunRegistry, RunWriter
 from recforge.models import base
 from recforge.models.autoencoders import MultiDAE
+from tests.test_cli import cli
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["recforge", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def ratings_csv(path: Path, *, users: int = 60, items: int = 40, per_user: int = 12, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     rows = []
