@@ -24,7 +24,7 @@ from recforge.data.samplers import UserRows
 from recforge.models.autoencoders.networks import SparseInputLinear
 from recforge.models.base import csr_to_torch
 from recforge.models.neural import Monitor, TorchRecommender
-from recforge.models.rating import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from recforge.training.schedules import Cycle, Schedule
 from recforge.training.trainer import Losses, StepContext
 

@@ -23,14 +23,11 @@ from recforge.data.interactions import Interactions
 from recforge.data.weighting import RowWeighting, Weighting, fit_weighting
 from recforge.models.foldin import PaddedRows, Solver, solve_gram_rows
 from recforge.models.neural import Monitor, TorchRecommender
+from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from recforge.training.trainer import Losses, StepContext
 
 __all__ = ["IALS", "IALSModule"]
 
-PositiveInt = Annotated[int, pydantic.Field(ge=1)]
-NonNegativeInt = Annotated[int, pydantic.Field(ge=0)]
-PositiveFloat = Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
 UnitFloat = Annotated[float, pydantic.Field(ge=0, le=1, allow_inf_nan=False)]
 
 

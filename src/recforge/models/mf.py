@@ -42,14 +42,8 @@ from recforge.data.interactions import Interactions
 from recforge.models.factors import FactorModule
 from recforge.models.gibbs import GibbsInference
 from recforge.models.inference import Inference, MapInference
-from recforge.models.rating import (
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    RatingRecommender,
-    check_ratings,
-)
+from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from recforge.models.rating import RatingRecommender, check_ratings
 from recforge.training.trainer import Losses, StepContext
 
 __all__ = ["INFERENCE", "BiasedMF", "ClassicMF", "FactorMF"]

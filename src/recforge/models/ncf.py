@@ -41,10 +41,7 @@ from torch import nn
 from recforge.data.embeddings import read_item_embeddings
 from recforge.data.interactions import Interactions
 from recforge.models.ncf_base import Dropout, Layers, NCFRecommender, Towers
-from recforge.models.params import hyperparameters
-from recforge.models.rating import (
-    PositiveInt,
-)
+from recforge.models.params import PositiveInt, hyperparameters
 
 __all__ = ["GMF", "MLP", "HybridNeuMF", "NeuMF"]
 

@@ -29,8 +29,15 @@ from recforge.data.interactions import Interactions
 from recforge.models.foldin import fold_in_by_gradient
 from recforge.models.neural import Monitor
 from recforge.models.objectives import Objective, objective_for
-from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
-from recforge.models.rating import PAIR_CHUNK, EventSource, Optimizer, Probability, RatingRecommender
+from recforge.models.params import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    hyperparameters,
+)
+from recforge.models.rating import PAIR_CHUNK, EventSource, Optimizer, RatingRecommender
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import pydantic
 import scipy.sparse as sp
 import torch
 from torch import nn
@@ -32,11 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PAIR_CHUNK", "EventSource", "RatingRecommender", "adam", "check_ratings", "event_batches"]
 
-PositiveInt = Annotated[int, pydantic.Field(ge=1)]
-NonNegativeInt = Annotated[int, pydantic.Field(ge=0)]
-PositiveFloat = Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)]
-NonNegativeFloat = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
-Probability = Annotated[float, pydantic.Field(ge=0, lt=1, allow_inf_nan=False)]
 Optimizer = Literal["adam", "sgd"]
 
 #: (user, item) pairs per forward pass when predicting or scoring many pairs at once.
