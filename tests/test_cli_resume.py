@@ -3,6 +3,7 @@ once, a killed run's leftovers, and a model loaded onto the device asked for."""
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import pandas as pd
 
 from recforge.experiments.runs import remove_abandoned
 from recforge.models.autoencoders import MultiVAE
+from tests.test_bad_input import ratings_csv
 from tests.test_cli import DATA, cli, needs_ml100k
 
 VAE = ["--model", "multivae", "--set", "model.hidden_dims=[16]", "--set", "model.max_epochs=4"]
@@ -89,3 +91,26 @@ def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run(tmp_path):
     running.mkdir()
     assert remove_abandoned(tmp_path) == [abandoned]
     assert not abandoned.exists() and running.exists()
+
+
+def test_a_checkpoint_folder_named_by_the_user_keeps_its_other_files(monkeypatch, capsys, tmp_path):
+    csv = ratings_csv(tmp_path / "events.csv")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    args = ["run", "--dataset", str(csv), *VAE, "--set", f"training.checkpoint_dir='{folder}'"]
+    code, _, err = cli(monkeypatch, capsys, *args, "--output-dir", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # the checkpoint is gone, nothing else
+
+
+def test_a_bz2_table_gets_its_rating_column_detected(monkeypatch, capsys, tmp_path):
+    csv = ratings_csv(tmp_path / "events.csv")
+    packed = tmp_path / "events.csv.bz2"
+    packed.write_bytes(bz2.compress(csv.read_bytes()))
+    args = ["run", "--dataset", str(packed), "--model", "biasedmf", "--set", "model.max_epochs=2"]
+    code, _, err = cli(monkeypatch, capsys, *args, "--output-dir", str(tmp_path / "runs"))
+    assert code == 0, err
+    assert "data.rating_col = 'rating'" in err
+    (metrics,) = _metrics(tmp_path / "runs")
+    assert "rating_rmse" in metrics

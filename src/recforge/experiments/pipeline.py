@@ -8,13 +8,10 @@ dotted name before any data is read.
 from __future__ import annotations
 
 import contextlib
-import csv
-import gzip
 import hashlib
 import inspect
 import json
 import math
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -30,6 +27,7 @@ from recforge.data import filters
 from recforge.data.datasets import DATASETS, dataset_info, get_spec, load_dataset
 from recforge.data.interactions import Interactions
 from recforge.data.readers import RawDataset, read_movielens_100k_fold, read_table
+from recforge.data.readers.tables import table_columns
 from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018, predefined_split, random_split
 from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking, evaluate_ratings, evaluate_sampled
 from recforge.experiments.config import AUTO, ConfigError, ExperimentConfig
@@ -154,21 +152,10 @@ def _early_stops(cfg: ExperimentConfig) -> bool:
 
 def _table_columns(path: Path) -> list[str] | None:
     """The header of a CSV/TSV/Parquet file, or None when it cannot be read here (the reader will say why)."""
-    name = path.name.lower().removesuffix(".gz").removesuffix(".bz2")
     try:
-        if name.endswith((".parquet", ".pq")):
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(path).names)
-        opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
-            line = f.readline().lstrip("\ufeff").rstrip("\r\n")
+        return table_columns(path)
     except (OSError, ValueError, EOFError):
         return None
-    sep = "," if name.endswith(".csv") else "\t" if name.endswith((".tsv", ".tab")) else None
-    if sep is None:
-        sep = max(("\t", ",", ";", "|"), key=line.count)
-    return [c.strip() for c in next(csv.reader([line], delimiter=sep), [])]
 
 
 def _auto_column(cfg: ExperimentConfig, name: str) -> str | None:
@@ -555,10 +542,8 @@ def run_experiment(
             if heldout:
                 writer.write_json("heldout_users.json", heldout)
             writer.write_json("metrics.json", results)
-    run_dir = Path(cfg.run.output_dir) / run_id
-    if rank.is_main:
-        shutil.rmtree(checkpoint_dir(cfg), ignore_errors=True)
-    return ExperimentResult(run_dir, summary, results)
+    # the finished training removed its checkpoint (and the folder, when nothing else is in it) itself
+    return ExperimentResult(Path(cfg.run.output_dir) / run_id, summary, results)
 
 
 def reload_run(run_dir: str | Path, *, device: str = "auto") -> tuple[ExperimentConfig, BaseRecommender]:

@@ -63,6 +63,25 @@ def _sniff_sep(path: Path) -> str:
 LineOf = Callable[[int], "int | None"]
 
 
+def table_columns(path: str | Path, sep: str | None = None) -> list[str]:
+    """The column names of a table :func:`read_table` reads: the header line of a CSV/TSV (``.gz``/``.bz2``
+    too; separator by suffix, ``sep`` or sniffed) or a Parquet schema. Errors name the file."""
+    path = need_input(Path(path), "table", "table_columns")
+    stem = strip_compression(path.name).lower()
+    if stem.endswith((".parquet", ".pq")):
+        import pyarrow.parquet as pq
+
+        with reading(path):
+            return list(pq.read_schema(path).names)
+    if sep is None:
+        sep = _separator(path, stem)
+    return [c.strip() for c in header_fields(path, sep)]
+
+
+def _separator(path: Path, stem: str) -> str:
+    return "," if stem.endswith(".csv") else "\t" if stem.endswith((".tsv", ".tab")) else _sniff_sep(path)
+
+
 def read_table(
     path: str | Path,
     *,
@@ -115,7 +134,7 @@ def read_table(
 
     else:
         if sep is None:
-            sep = "," if stem.endswith(".csv") else "\t" if stem.endswith((".tsv", ".tab")) else _sniff_sep(path)
+            sep = _separator(path, stem)
         if not sep or "\n" in sep or "\r" in sep or '"' in sep:
             raise ValueError(f"sep must be a non-empty separator without quotes or line breaks, got {sep!r}")
         columns = [c.strip() for c in header_fields(path, sep)]
