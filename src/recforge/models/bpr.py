@@ -24,8 +24,8 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import sample_negatives
 from recforge.models.foldin import fold_in_by_gradient
 from recforge.models.neural import Monitor, TorchRecommender
+from recforge.models.optim import adam
 from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from recforge.models.rating import adam
 from recforge.training.trainer import Losses, StepContext
 
 __all__ = ["BPR", "BPRLoss", "BPRModule"]

@@ -18,8 +18,9 @@ from torch import nn
 
 from recforge.data.interactions import Interactions
 from recforge.models.foldin import solve_ridge_rows
+from recforge.models.optim import adam
 from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from recforge.models.rating import EventSource, RatingRecommender, adam, check_ratings, event_batches
+from recforge.models.rating import EventSource, RatingRecommender, check_ratings, event_batches
 from recforge.training.trainer import Losses, StepContext
 
 __all__ = ["CoFiMF", "cofi_cost"]

@@ -24,6 +24,7 @@ from recforge.data.samplers import UserRows
 from recforge.models.autoencoders.networks import SparseInputLinear
 from recforge.models.base import csr_to_torch
 from recforge.models.neural import Monitor, TorchRecommender
+from recforge.models.optim import adam
 from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from recforge.training.schedules import Cycle, Schedule
 from recforge.training.trainer import Losses, StepContext
@@ -201,8 +202,8 @@ class CFGAN(TorchRecommender):
         assert isinstance(module, CFGANModule)
         d_lr = self.d_learning_rate if self.d_learning_rate is not None else self.learning_rate
         return [
-            _adam(module.discriminator_parameters(), d_lr),
-            _adam(module.generator_parameters(), self.learning_rate),
+            adam(module.discriminator_parameters(), d_lr),
+            adam(module.generator_parameters(), self.learning_rate),
         ]
 
     def optimizer_schedule(self) -> Schedule:
@@ -254,11 +255,6 @@ class CFGAN(TorchRecommender):
         assert isinstance(module, CFGANModule)
         with torch.no_grad():
             return module.generate(csr_to_torch(binary, self.device_)).float()
-
-
-def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
 
 
 def _squares(params: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -25,7 +25,8 @@ import torch
 from recforge.data.interactions import Interactions
 from recforge.models.factors import FactorModule
 from recforge.models.foldin import solve_ridge_rows
-from recforge.models.rating import adam, event_batches
+from recforge.models.optim import adam
+from recforge.models.rating import event_batches
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ batches, ``predict`` (raw ids) and ``predict_indices`` (indices, what
 :func:`~recforge.evaluation.evaluate.evaluate_ratings` calls), early stopping on the validation RMSE, and
 ``recommend_for_history`` with ratings. Ranking uses the predicted rating (unclipped) as the score.
 
-Also here: the hyper-parameter types these models declare and :func:`adam`, the fused Adam they train with.
+Also here: the optimiser choice these models declare (Adam from :mod:`recforge.models.optim`, or SGD).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from recforge.data.samplers import RatingTriples
 from recforge.evaluation.evaluate import evaluate_ratings
 from recforge.metrics.rating import MAE, RMSE
 from recforge.models.neural import TorchRecommender
+from recforge.models.optim import adam
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
 
-__all__ = ["PAIR_CHUNK", "EventSource", "RatingRecommender", "adam", "check_ratings", "event_batches"]
+__all__ = ["PAIR_CHUNK", "EventSource", "RatingRecommender", "check_ratings", "event_batches"]
 
 Optimizer = Literal["adam", "sgd"]
 
@@ -38,15 +39,6 @@ PAIR_CHUNK = 1 << 20
 
 #: One epoch of training events, shuffled with the given generator: (users, items, targets) numpy batches.
 EventSource = Callable[[np.random.Generator], Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
-
-
-def adam(params: Any, lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel per step where this torch supports it (1.5x faster epochs on large tables)."""
-    params = list(params)
-    try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # an old torch, or a device without a fused kernel
-        return torch.optim.Adam(params, lr=lr)
 
 
 def event_batches(

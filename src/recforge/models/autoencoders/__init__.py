@@ -6,8 +6,7 @@ history row and output one logit per item, scored at the latent mean, so new use
 
 - :mod:`.losses`: :class:`SparseRows` (a CSR batch on a device) and every loss, with its formula and
   the conventions shared by all (means over users, the ``l2`` term, the ``beta`` schedule);
-- :mod:`.networks`: :class:`SparseInputLinear` (the sparse input stays sparse), :class:`AutoencoderNet`
-  and the fused Adam;
+- :mod:`.networks`: :class:`SparseInputLinear` (the sparse input stays sparse), :class:`AutoencoderNet`;
 - :mod:`.params`: the hyper-parameters the family shares (constraint types, shared fields);
 - :mod:`.rows`: the user-row base and AE, VAE, MultiDAE, MultiVAE;
 - :mod:`.conditioned`: CMultiVAE and :func:`item_condition_matrix`;
@@ -28,7 +27,7 @@ from recforge.models.autoencoders.losses import (
     squared_error,
     weight_penalty,
 )
-from recforge.models.autoencoders.networks import AutoencoderNet, SparseInputLinear, adam
+from recforge.models.autoencoders.networks import AutoencoderNet, SparseInputLinear
 from recforge.models.autoencoders.recvae import RecVAE, composite_prior_log_density
 from recforge.models.autoencoders.rows import AE, VAE, MultiDAE, MultiVAE
 from recforge.models.autoencoders.sequential import SVAE, SVAENet, next_k_targets
@@ -45,7 +44,6 @@ __all__ = [
     "SVAENet",
     "SparseInputLinear",
     "SparseRows",
-    "adam",
     "bernoulli_nll",
     "composite_prior_log_density",
     "gaussian_kl",

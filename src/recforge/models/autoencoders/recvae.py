@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recforge.models.autoencoders.losses import SparseRows, l2_normalize_values, multinomial_nll
-from recforge.models.autoencoders.networks import SparseInputLinear, adam, xavier_linear
+from recforge.models.autoencoders.networks import SparseInputLinear, xavier_linear
 from recforge.models.autoencoders.params import (
     DropoutRate,
     GradClip,
@@ -34,6 +34,7 @@ from recforge.models.autoencoders.params import (
 )
 from recforge.models.autoencoders.rows import _RowAutoencoder
 from recforge.models.neural import Monitor
+from recforge.models.optim import adam
 from recforge.training.callbacks import Callback
 from recforge.training.schedules import Cycle, Schedule
 from recforge.training.trainer import Losses, StepContext, Trainer

@@ -27,9 +27,10 @@ from recforge.models.autoencoders.losses import (
     squared_error,
     weight_penalty,
 )
-from recforge.models.autoencoders.networks import AutoencoderNet, adam
+from recforge.models.autoencoders.networks import AutoencoderNet
 from recforge.models.autoencoders.params import DropoutRate, HiddenDims, NonNegative, RowParams
 from recforge.models.neural import TorchRecommender
+from recforge.models.optim import adam
 from recforge.models.params import NonNegativeInt, PositiveInt, hyperparameters
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext

@@ -19,9 +19,10 @@ from torch import nn
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import Sequences, pad_sequences
 from recforge.models.autoencoders.losses import gaussian_kl, next_k_nll
-from recforge.models.autoencoders.networks import adam, xavier_linear
+from recforge.models.autoencoders.networks import xavier_linear
 from recforge.models.autoencoders.params import AutoencoderParams, NonNegative
 from recforge.models.neural import TorchRecommender
+from recforge.models.optim import adam
 from recforge.models.params import NonNegativeInt, PositiveInt, hyperparameters
 from recforge.training.callbacks import BetaAnnealing, Callback
 from recforge.training.trainer import Losses, StepContext
