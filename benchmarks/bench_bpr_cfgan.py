@@ -117,11 +117,6 @@ def stage_liang(dataset: str, model_name: str) -> dict:
         res = evaluate_ranking(model, split.test, metrics)
         out.update({f"test_{k}": v for k, v in res.metrics.items()}, test_users=res.n_users)
         return out
-    # the joint set-ups train as many epochs as recforge's BPR chose by validation
-    epochs = int(
-        max(BPR().fit(split.train, valid=split.valid).training_log_, key=lambda e: e["valid_ndcg@100"])["epoch"]
-    )
-    epochs += 1
     joint, rows = joint_training(split)
     history, target = split.test.history.matrix, split.test.target.matrix
     if model_name == "bpr-joint":  # as many epochs as recforge's BPR chose by validation

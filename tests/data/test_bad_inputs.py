@@ -54,10 +54,6 @@ def table(name: str, **cols: str) -> Callable[[Path], object]:
     return lambda root: read_table(root / name, **cols)
 
 
-def folder(reader: Callable[[Path], object]) -> Callable[[Path], object]:
-    return lambda root: reader(root)
-
-
 def file(reader: Callable[[Path], object], name: str) -> Callable[[Path], object]:
     return lambda root: reader(root / name)
 
@@ -151,7 +147,7 @@ CASES = [
     Case(
         "ml100k-inf",
         {"u.data": b"1\t2\t3\t4\n1\t3\tinf\t5\n"},
-        folder(read_movielens_100k),
+        read_movielens_100k,
         DataFormatError,
         ("'inf' is not a finite number",),
         2,
@@ -160,7 +156,7 @@ CASES = [
     Case(
         "ml1m-1e39",
         {"ratings.dat": b"1::2::3::4\n1::3::1e39::5\n"},
-        folder(read_movielens_1m),
+        read_movielens_1m,
         DataFormatError,
         ("'1e39' is too large for a 32-bit float",),
         2,
@@ -169,7 +165,7 @@ CASES = [
     Case(
         "ml10m-NaN",
         {"ratings.dat": b"1::2::3::4\n1::3::NaN::5\n"},
-        folder(read_movielens_10m),
+        read_movielens_10m,
         DataFormatError,
         ("missing value ('NaN')",),
         2,
@@ -178,7 +174,7 @@ CASES = [
     Case(
         "mlcsv--inf",
         {"ratings.csv": b"userId,movieId,rating,timestamp\n1,2,3.5,4\n1,3,-inf,5\n"},
-        folder(read_movielens_csv),
+        read_movielens_csv,
         DataFormatError,
         ("'-inf' is not a finite number",),
         3,
@@ -187,7 +183,7 @@ CASES = [
     Case(
         "hetrec-Infinity",
         {"user_artists.dat": b"userID\tartistID\tweight\n2\t51\t13883\n2\t52\tInfinity\n"},
-        folder(read_lastfm_hetrec),
+        read_lastfm_hetrec,
         DataFormatError,
         ("'Infinity' is not a finite number",),
         3,
@@ -263,7 +259,7 @@ CASES = [
     Case(
         "mlcsv-id-above-int64",
         {"ratings.csv": b"userId,movieId,rating,timestamp\n1,2,3,4\n99999999999999999999,3,4,5\n"},
-        folder(read_movielens_csv),
+        read_movielens_csv,
         DataFormatError,
         ("'99999999999999999999' is outside the 64-bit integer range",),
         3,
@@ -272,7 +268,7 @@ CASES = [
     Case(
         "ml1m-id-6.5",
         {"ratings.dat": b"1::2::3::4\n6.5::3::4::5\n"},
-        folder(read_movielens_1m),
+        read_movielens_1m,
         DataFormatError,
         ("'6.5' is not an integer",),
         2,
@@ -393,11 +389,11 @@ CASES = [
         DataFormatError,
         ("not a readable Parquet file",),
     ),
-    Case("ml100k-random-bytes", {"u.data": BINARY}, folder(read_movielens_100k), DataFormatError, ("binary data",)),
+    Case("ml100k-random-bytes", {"u.data": BINARY}, read_movielens_100k, DataFormatError, ("binary data",)),
     Case(
         "ml1m-binary-side-file",
         {"ratings.dat": b"1::2::3::4\n", "movies.dat": BINARY},
-        folder(read_movielens_1m),
+        read_movielens_1m,
         DataFormatError,
         ("binary data",),
         culprit="movies.dat",
@@ -493,7 +489,7 @@ CASES = [
     Case(
         "ml100k-unreadable",
         {"u.data": b"1\t2\t3\t4\n"},
-        folder(read_movielens_100k),
+        read_movielens_100k,
         PermissionError,
         ("cannot read",),
         unreadable="u.data",
@@ -501,7 +497,7 @@ CASES = [
     Case(
         "ml1m-unreadable-side-file",
         {"ratings.dat": b"1::2::3::4\n", "movies.dat": b"2::A (1999)::Drama\n"},
-        folder(read_movielens_1m),
+        read_movielens_1m,
         PermissionError,
         ("cannot read",),
         culprit="movies.dat",

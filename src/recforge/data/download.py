@@ -41,6 +41,7 @@ __all__ = [
     "extract_zip",
     "fetch_file",
     "sha256_file",
+    "umask",
 ]
 
 ENV_VAR = "RECFORGE_DATA"
@@ -146,7 +147,7 @@ def fetch_file(
                 raise DownloadError(
                     f"the download of {url} failed its check ({exc}); fetch it by hand and {hint}"
                 ) from exc
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, dest)
     except DownloadError:
         raise
@@ -165,7 +166,7 @@ def _matches(path: Path, expected: str) -> bool:
         return False
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask (read from /proc where possible: setting it to read it races with other threads)."""
     with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as fh:
         for line in fh:
@@ -277,7 +278,7 @@ def extract_zip(
         shutil.rmtree(tmp / "__MACOSX", ignore_errors=True)
         entries = list(tmp.iterdir())
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
-        mode = 0o777 & ~_umask()
+        mode = 0o777 & ~umask()
         os.chmod(root, mode)
         if dest_dir.is_dir():
             dest_dir.rmdir()  # empty (checked above)

@@ -9,7 +9,6 @@ saving and loading are written once here.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -31,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from recforge.data.download import umask
 from recforge.data.ids import IdMap
 from recforge.data.interactions import Interactions
 from recforge.evaluation.ranking import exclude_items_, top_k
@@ -355,7 +355,7 @@ class BaseRecommender(ABC):
                 tensors[f"state.{key}"] = t.detach().cpu().contiguous()
             weights = tmp / "weights.safetensors"
             save_file(tensors, str(weights), metadata={IDS_DIGEST_KEY: _ids_digest(ids)})
-            os.chmod(weights, 0o666 & ~_umask())  # safetensors writes 0600; every other file follows the umask
+            os.chmod(weights, 0o666 & ~umask())  # safetensors writes 0600; every other file follows the umask
             if path.exists():
                 old = tmp.with_name(f"{tmp.name}.old")  # unique: never collides with a crashed save's leftover
                 os.replace(path, old)
@@ -458,17 +458,6 @@ def _summary(exc: BaseException, limit: int = 300) -> str:
     """An exception's message on one line, cut at ``limit`` characters."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the system says it (Linux), else set and restored."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_saved_config(path: str | Path) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
-import numpy as np
 import pydantic
 import scipy.sparse as sp
 import torch
@@ -37,7 +36,7 @@ from recforge.models.params import (
     Probability,
     hyperparameters,
 )
-from recforge.models.rating import PAIR_CHUNK, EventSource, Optimizer, RatingRecommender
+from recforge.models.rating import PAIR_CHUNK, EventSource, Optimizer, RatingRecommender, check_ratings
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:
@@ -245,8 +244,7 @@ class NCFRecommender(NCFParams, RatingRecommender):
 
     # ------------------------------------------------------------------ training
     def _prepare(self, train: Interactions) -> None:
-        if not np.isfinite(train.values).all():
-            raise ValueError(f"{type(self).__name__}: the training values must be finite")
+        check_ratings(train, type(self).__name__)
         super()._prepare(train)
 
     def _training_events(self, train: Interactions) -> EventSource:

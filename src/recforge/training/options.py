@@ -63,8 +63,8 @@ class TrainingOptions:
       interrupted ``fit`` of the same model on the same data continues from it (``resume`` says when);
       the checkpoint is removed when training finishes;
     * ``callbacks``: extra Trainer callbacks, run after the model's own (e.g. a tuner's pruning);
-    * ``amp``: mixed precision (float16 on CUDA, bfloat16 on CPU) -- it changes results, so it is part of
-      a checkpoint's fingerprint;
+    * ``amp``: mixed precision (float16 on CUDA, bfloat16 on CPU) -- it changes results, so the Trainer puts it
+      (and the number of processes) in a checkpoint's fingerprint;
     * ``log``: called with one line per epoch (and notices such as a discarded checkpoint): what a run
       piped to a file shows;
     * ``progress_bar``: a rich bar over epochs when on a terminal (rank 0 only);
@@ -85,7 +85,3 @@ class TrainingOptions:
             raise ValueError(f"resume must be 'auto', 'never' or 'strict', got {self.resume!r}")
         if self.strategy not in ("auto", "single", "ddp"):
             raise ValueError(f"strategy must be 'auto', 'single' or 'ddp', got {self.strategy!r}")
-
-    def fingerprint_part(self) -> dict[str, object]:
-        """The options that change the trained weights (and so belong in a checkpoint's fingerprint)."""
-        return {"amp": self.amp}
