@@ -29,6 +29,18 @@ AUTO = "auto"
 RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 
 
+def is_safe_run_name(name: str) -> bool:
+    """A run name is one folder name inside the output folder: ASCII letters, digits, ``-_.``, no leading dot."""
+    return RUN_NAME.fullmatch(name) is not None
+
+
+def config_error(exc: ValidationError, where_prefix: str = "") -> ConfigError:
+    """The first validation error as one line naming its dotted key (after ``where_prefix``, e.g. a file)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    return ConfigError(f"{where_prefix}{where}: {first['msg'].removeprefix('Value error, ')}")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -116,7 +128,7 @@ class RunConfig(_Section):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str | None) -> str | None:
-        if value is not None and (not RUN_NAME.fullmatch(value) or value in (".", "..")):
+        if value is not None and not is_safe_run_name(value):
             raise ValueError(
                 f"{value!r} is not a safe folder name: use letters, digits, '-', '_' and '.', not starting with "
                 "a dot, no path separators (the run folder is always made inside run.output_dir)"
@@ -181,9 +193,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise config_error(exc) from None
 
 
 def config_keys() -> list[tuple[str, str, str]]:

@@ -30,7 +30,7 @@ from recforge.data.readers import RawDataset, read_movielens_100k_fold, read_tab
 from recforge.data.readers.tables import table_columns
 from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018, predefined_split, random_split
 from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking, evaluate_ratings, evaluate_sampled
-from recforge.experiments.config import AUTO, ConfigError, ExperimentConfig
+from recforge.experiments.config import AUTO, ConfigError, ExperimentConfig, config_error
 from recforge.experiments.runs import new_run_id, run_directory
 from recforge.metrics import parse_metric
 from recforge.metrics.rating import MAE, RMSE, RoundedAccuracy
@@ -567,9 +567,7 @@ def read_config(run_dir: str | Path) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"{config_path}: {where}: {first['msg']}") from None
+        raise config_error(exc, f"{config_path}: ") from None
 
 
 def evaluate_run(

@@ -33,6 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recforge.experiments.config import is_safe_run_name
+
 REGISTRY_FILE = "registry.sqlite"
 _COLUMNS = ("id", "created", "dataset", "split", "model", "metrics", "path")
 
@@ -51,13 +53,13 @@ class OutputFolderError(OSError):
 def new_run_id(label: str) -> str:
     """A sortable, unique id: UTC time, the label, and a short random suffix."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in label)
+    safe = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "-" for c in label)[:100]
     return f"{stamp}-{safe}-{os.urandom(2).hex()}"
 
 
 def _check_run_id(run_id: str) -> None:
     """A run id is one folder name inside the output folder, never a path (defence behind the config check)."""
-    if not run_id or run_id in (".", "..") or run_id.startswith(".") or Path(run_id).name != run_id or "/" in run_id:
+    if not is_safe_run_name(run_id):
         raise ValueError(f"run.name: {run_id!r} is not a safe folder name (letters, digits, '-', '_', '.')")
 
 
