@@ -72,6 +72,14 @@ class RatingTriples:
             yield self.user_idx[idx], self.item_idx[idx], self.values[idx]
 
 
+def binary_rows(matrix: sp.csr_array) -> sp.csr_array:
+    """The 0/1 pattern of a CSR matrix (float32, duplicate entries merged): which items each row has seen."""
+    out = sp.csr_array((np.ones(matrix.nnz, np.float32), matrix.indices, matrix.indptr), shape=matrix.shape)
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    return out
+
+
 def sample_negatives(
     seen: sp.csr_array, users: np.ndarray, n_per_user: int, rng: np.random.Generator, *, max_rounds: int = 20
 ) -> np.ndarray:

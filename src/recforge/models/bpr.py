@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
-from recforge.data.samplers import sample_negatives
+from recforge.data.samplers import binary_rows, sample_negatives
 from recforge.models.foldin import fold_in_by_gradient
 from recforge.models.neural import Monitor, TorchRecommender
 from recforge.models.optim import adam
@@ -276,8 +276,7 @@ class BPR(TorchRecommender):
         out = module.user_factors.weight.detach().mean(0).expand(n_rows, dim).clone()
         if history.nnz == 0 or self.fold_in_steps == 0:
             return out
-        seen = sp.csr_array((np.ones(history.nnz, np.float32), history.indices, history.indptr), shape=history.shape)
-        seen.sum_duplicates()
+        seen = binary_rows(history)
         counts = np.diff(seen.indptr)
         n_neg = FOLD_IN_NEGATIVES
         full = counts >= seen.shape[1]  # no item left to sample: such a user keeps the mean vector

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
-from recforge.data.samplers import UserRows
+from recforge.data.samplers import UserRows, binary_rows
 from recforge.models.autoencoders.networks import SparseInputLinear
 from recforge.models.base import csr_to_torch
 from recforge.models.neural import Monitor, TorchRecommender
@@ -248,9 +248,7 @@ class CFGAN(TorchRecommender):
     def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
         """:math:`G(c_u)` for the binary history rows (``users`` is not needed: scores fold in)."""
         history = self._check_history(history, users)
-        binary = sp.csr_array((np.ones(history.nnz, np.float32), history.indices, history.indptr), shape=history.shape)
-        binary.sum_duplicates()
-        binary.data[:] = 1.0
+        binary = binary_rows(history)
         module = self.module_
         assert isinstance(module, CFGANModule)
         with torch.no_grad():

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
-from recforge.data.samplers import RatingTriples, sample_negatives
+from recforge.data.samplers import RatingTriples, binary_rows, sample_negatives
 from recforge.evaluation.evaluate import evaluate_ranking, evaluate_ratings, evaluate_sampled
 from recforge.metrics import parse_metric
 from recforge.metrics.rating import MAE, RMSE
@@ -181,7 +181,7 @@ class ImplicitObjective(Objective):
         """The user's items (label 1) and ``n_negatives`` unseen items each (label 0), drawn with ``seed``."""
         rows, items, _ = RatingObjective().fold_in_events(history)
         rng = np.random.default_rng(self.seed)
-        seen = sp.csr_array((np.ones(history.nnz, np.float32), history.indices, history.indptr), shape=history.shape)
+        seen = binary_rows(history)
         negatives = sample_negatives(seen, rows, self.n_negatives, rng).ravel()
         return (
             np.concatenate([rows, np.repeat(rows, self.n_negatives)]),
