@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from recforge import cli as cli_module
+from recforge.cli import runs as cli_runs
 from recforge.experiments.runs import RunRegistry, RunWriter
 from recforge.models.linear import EASE
 from recforge.training.callbacks import EarlyStopping
@@ -179,7 +179,7 @@ def test_runs_list_keeps_ids_whole_and_metrics_short(tmp_path, monkeypatch, caps
     writer.commit()
     assert [r["id"] for r in RunRegistry(tmp_path).list()] == [run_id]
     buffer = io.StringIO()
-    monkeypatch.setattr(cli_module, "out", Console(file=buffer, width=80))
+    monkeypatch.setattr(cli_runs, "out", Console(file=buffer, width=80))
     code, _, _ = cli(monkeypatch, capsys, "runs", "list", "--output-dir", str(tmp_path))
     text = buffer.getvalue()
     assert code == 0 and run_id in text and "ndcg@100 0.4737" in text and "0.47371" not in text
