@@ -155,6 +155,34 @@ def test_solve_gram_rows_matches_per_row_solves_with_small_blocks(monkeypatch):
         solve_gram_rows(rows, features, gram, reg, solver="cg")
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_solve_gram_rows_shares_blocks_among_threads_with_the_same_result(monkeypatch, solver):
+    import recforge.models.foldin as foldin
+
+    rng = np.random.default_rng(4)
+    matrix = counts_matrix(60, 20, seed=4)
+    a, b = rng.random(matrix.nnz) + 0.5, rng.random(matrix.nnz) + 1.0
+    features = torch.from_numpy(rng.normal(size=(20, 4))).float()
+    gram, reg = 0.7 * features.T @ features, torch.full((60, 1), 0.3)
+    monkeypatch.setattr(foldin, "EXACT_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(foldin, "CG_BLOCK_ELEMENTS", 64)
+    rows = PaddedRows.build(matrix, a, b, device="cpu", dim=4, solver=solver)
+    assert len(rows.blocks) >= 8
+    start = torch.from_numpy(rng.normal(size=(60, 4))).float()
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            results.append(solve_gram_rows(rows, features, gram, reg, solver=solver, start=start, objective=True))
+            assert torch.get_num_threads() == n  # restored after the solve
+    finally:
+        torch.set_num_threads(threads)
+    (one, one_objective), (three, three_objective) = results
+    assert torch.equal(one, three)
+    assert one_objective == pytest.approx(three_objective, rel=1e-12)
+
+
 def test_unobserved_weight_and_regularisation_are_used(planted):
     base = {"embedding_dim": 6, "max_epochs": 2}
     scores = [
