@@ -85,26 +85,33 @@ def sample_negatives(
 ) -> np.ndarray:
     """``n_per_user`` items per entry of ``users`` that the user has not interacted with (uniform, vectorised).
 
-    Draws candidates for all rows at once, rejects the seen ones with a sorted-pair lookup and redraws
-    only the rejected cells; raises if a user has seen (almost) every item.
+    Draws candidates for all rows at once, rejects the seen ones by a binary search among the sorted
+    ``user * n_items + item`` keys of ``seen`` and redraws only the rejected cells (checking only those again);
+    raises if a user has seen (almost) every item. Fastest with ``users`` in ascending order (consecutive searches
+    then hit the same part of the keys: on ML-20M-sized data several times faster than shuffled users).
     """
     n_items = seen.shape[1]
+    users = np.asarray(users, dtype=np.int64)
     counts = np.diff(seen.indptr)[users]
     if (counts >= n_items).any():
         raise ValueError("cannot sample negatives for a user who has interacted with every item")
-    seen_keys = np.asarray(np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr)), dtype=np.int64) * n_items
+    seen_keys = np.repeat(np.arange(seen.shape[0], dtype=np.int64), np.diff(seen.indptr)) * n_items
     seen_keys += seen.indices
-    seen_keys.sort()
+    if not seen.has_sorted_indices:
+        seen_keys.sort()
     out = rng.integers(0, n_items, size=(len(users), n_per_user))
-    bad = np.ones(out.shape, dtype=bool)
+    if not len(seen_keys):
+        return out
+    flat = out.reshape(-1)
+    owners = np.repeat(users, n_per_user)
+    todo = np.arange(len(flat))
     for _ in range(max_rounds):
-        keys = users[:, None].astype(np.int64) * n_items + out
-        pos = np.searchsorted(seen_keys, keys)
-        pos = np.minimum(pos, len(seen_keys) - 1) if len(seen_keys) else pos
-        bad = (seen_keys[pos] == keys) if len(seen_keys) else np.zeros(out.shape, dtype=bool)
-        if not bad.any():
+        keys = owners[todo] * n_items + flat[todo]
+        pos = np.minimum(np.searchsorted(seen_keys, keys), len(seen_keys) - 1)
+        todo = todo[seen_keys[pos] == keys]
+        if not len(todo):
             return out
-        out[bad] = rng.integers(0, n_items, size=int(bad.sum()))
+        flat[todo] = rng.integers(0, n_items, size=len(todo))
     raise RuntimeError(f"could not draw unseen items within {max_rounds} rounds; users are too dense")
 
 

@@ -227,11 +227,13 @@ class BPR(TorchRecommender):
         return [adam(module.parameters(), self.learning_rate)]
 
     def batches(self, rng: np.random.Generator, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
-        """One triple per observed pair, shuffled, negatives drawn for the whole epoch at once."""
+        """One triple per observed pair, shuffled, negatives drawn for the whole epoch at once (in user order, where
+        :func:`~recforge.data.samplers.sample_negatives` is fastest, then shuffled with the pairs)."""
+        negatives = sample_negatives(self.seen_, self.pair_users_, 1, rng)[:, 0]
         order = rng.permutation(len(self.pair_users_))
         users = self.pair_users_[order]
         positives = self.pair_items_[order]
-        negatives = sample_negatives(self.seen_, users, 1, rng)[:, 0]
+        negatives = negatives[order]
         for start in range(0, len(order), self.batch_size):
             sl = slice(start, start + self.batch_size)
             yield (
