@@ -71,7 +71,7 @@ def test_blocked_similarity_matches_dense_reference(monkeypatch):
 def test_binarize_ignores_values():
     weighted = X.copy()
     weighted.data = np.array([5, 1, 2, 4, 3, 1, 2], dtype=np.float32)
-    model = ItemKNN(n_neighbors=5, shrinkage=1.0, binarize=True).fit(Interactions.from_csr(weighted))
+    model = ItemKNN(n_neighbors=5, shrinkage=1.0, weighting="binary").fit(Interactions.from_csr(weighted))
     np.testing.assert_allclose(model.similarity_.toarray(), shrunk_cosine_top_n(X, 5, 1.0).toarray())
     history = sp.csr_array(np.array([[3, 0, 0]], dtype=np.float32))
     assert torch.equal(model.score(history, None), model.score(sp.csr_array(history > 0, dtype=np.float32), None))

@@ -368,6 +368,11 @@ class BaseRecommender(ABC):
             raise
 
     @classmethod
+    def upgrade_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Saved hyper-parameters of an earlier version of the model as today's (a renamed or replaced key)."""
+        return params
+
+    @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "auto") -> Self:
         """Read a directory written by :meth:`save` (no pickle anywhere) onto ``device``, wherever it was trained.
 
@@ -386,6 +391,7 @@ class BaseRecommender(ABC):
         if config.get("format", 1) < 2:
             for key in _FORMER_TRAINING_OPTIONS:
                 params.pop(key, None)
+        params = cls.upgrade_params(params)
         try:
             model = cls(**cls.validate_params(params))
         except (InvalidParameterError, TypeError) as exc:

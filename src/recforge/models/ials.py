@@ -11,24 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-import pydantic
 import scipy.sparse as sp
 import torch
 from torch import nn
 
 from recforge.data.interactions import Interactions
-from recforge.data.weighting import RowWeighting, Weighting, fit_weighting
+from recforge.data.weighting import Weighting
 from recforge.models.foldin import PaddedRows, Solver, solve_gram_rows
 from recforge.models.neural import Monitor, TorchRecommender
-from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
+from recforge.models.weighted import WeightingParams
 from recforge.training.trainer import Losses, StepContext
 
 __all__ = ["IALS", "IALSModule"]
-
-UnitFloat = Annotated[float, pydantic.Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class IALSModule(nn.Module):
@@ -108,7 +106,8 @@ class IALSData:
     weight_sum: float
 
 
-class IALS(TorchRecommender):
+@hyperparameters
+class IALS(WeightingParams, TorchRecommender):
     r"""Implicit ALS (Hu, Koren & Volinsky, ICDM 2008) with the loss and hyper-parameters of Rendle, Krichene, Zhang &
     Koren, "Revisiting the Performance of iALS on Item Recommendation Benchmarks" (RecSys 2022, arXiv 2110.14037).
 
@@ -157,61 +156,19 @@ class IALS(TorchRecommender):
     name: ClassVar[str] = "ials"
     folds_in_from_history: ClassVar[bool] = False
 
-    embedding_dim: int
-    alpha0: float
-    l2: float
-    nu: float
-    init_scale: float
-    weighting: Weighting
-    alpha: float
-    eps: float
-    bm25_k1: float
-    bm25_b: float
-    alpha0_pairs: Literal["all", "unobserved"]
-    solver: Solver
-    cg_steps: int
-
-    def __init__(
-        self,
-        *,
-        embedding_dim: PositiveInt = 64,
-        alpha0: NonNegativeFloat = 0.3,
-        l2: PositiveFloat = 0.03,
-        nu: NonNegativeFloat = 1.0,
-        alpha0_pairs: Literal["all", "unobserved"] = "all",
-        init_scale: PositiveFloat = 0.1,
-        weighting: Weighting = "log",
-        alpha: PositiveFloat = 1.0,
-        eps: PositiveFloat = 1.0,
-        bm25_k1: NonNegativeFloat = 100.0,
-        bm25_b: UnitFloat = 0.8,
-        solver: Literal["cholesky", "cg"] = "cholesky",
-        cg_steps: PositiveInt = 3,
-        max_epochs: PositiveInt = 16,
-        patience: NonNegativeInt = 3,
-        monitor: Monitor = "ndcg@100",
-        seed: int = 0,
-    ):
-        self._store_params(locals())
-
-    # ------------------------------------------------------------------ weighting
-    def _weighting_params(self) -> dict[str, Any]:
-        return {
-            "none": {},
-            "binary": {},
-            "linear": {"alpha": self.alpha},
-            "log": {"alpha": self.alpha, "eps": self.eps},
-            "bm25": {"k1": self.bm25_k1, "b": self.bm25_b},
-            "tfidf": {},
-        }[self.weighting]
-
-    def row_weighting(self) -> RowWeighting:
-        """The ``weighting`` with the statistics of the training matrix: how any history row is weighted."""
-        self.check_fitted()
-        fitted = self.__dict__.get("row_weighting_")
-        if fitted is None:  # after load: from the saved training matrix
-            fitted = self.row_weighting_ = fit_weighting(self.history_, self.weighting, **self._weighting_params())
-        return fitted
+    embedding_dim: PositiveInt = 64
+    alpha0: NonNegativeFloat = 0.3
+    l2: PositiveFloat = 0.03
+    nu: NonNegativeFloat = 1.0
+    alpha0_pairs: Literal["all", "unobserved"] = "all"
+    init_scale: PositiveFloat = 0.1
+    weighting: Weighting = "log"
+    solver: Solver = "cholesky"
+    cg_steps: PositiveInt = 3
+    max_epochs: PositiveInt = 16
+    patience: NonNegativeInt = 3
+    monitor: Monitor = "ndcg@100"
+    seed: int = 0
 
     def _system_weights(self, confidences: np.ndarray) -> np.ndarray:
         """The weight of an observed pair's :math:`q q^\top` in the normal equations: :math:`c` when
@@ -226,8 +183,7 @@ class IALS(TorchRecommender):
 
     # ------------------------------------------------------------------ training
     def _prepare(self, train: Interactions) -> None:
-        self.row_weighting_ = fit_weighting(train.matrix, self.weighting, **self._weighting_params())
-        weighted = self.row_weighting_.transform(train.matrix)
+        weighted = self.fit_weighting(train.matrix)
         by_item_matrix = sp.csr_array(weighted.T)
         n_users, n_items = weighted.shape
         dim, device = self.embedding_dim, self.device_
@@ -274,7 +230,7 @@ class IALS(TorchRecommender):
         training rows were) against the fixed item factors."""
         self.check_fitted()
         history = sp.csr_array(history)
-        weighted = self.row_weighting().transform(history)
+        weighted = self.weigh(history)
         items = self.module_.item_factors
         a = self._system_weights(weighted.data)
         rows = PaddedRows.build(weighted, a, weighted.data, device=items.device, dim=items.shape[1])

@@ -10,16 +10,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Annotated, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
-import pydantic
 import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
 
 from recforge.data.interactions import Interactions
 from recforge.models.base import BaseRecommender
+from recforge.models.params import PositiveFloat, hyperparameters
+from recforge.models.weighted import WeightingParams
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
@@ -107,7 +108,8 @@ def dense_item_gram(matrix: sp.csr_array, device: torch.device, *, n_threads: in
     return gram
 
 
-class EASE(BaseRecommender):
+@hyperparameters
+class EASE(WeightingParams, BaseRecommender):
     r"""Embarrassingly Shallow Autoencoder: a dense item-item weight matrix with a zero diagonal, in closed form.
 
     Steck, H. (2019). *Embarrassingly Shallow Autoencoders for Sparse Data.* WWW '19, 3251-3257.
@@ -118,8 +120,9 @@ class EASE(BaseRecommender):
 
     and a user with history row :math:`x_u` gets the scores :math:`x_u B`.
 
-    ``X`` is the training matrix with its values as given: the pipeline binarises implicit data
-    beforehand (EASE was published on 0/1 data); ratings left in are used as weights.
+    ``X`` is the training matrix weighted by ``weighting`` (:class:`~recforge.models.weighted.WeightingParams`;
+    default ``"none"``, the values as given: EASE was published on 0/1 data, ``data.binarize``), and so is every
+    scored history row.
     The Gram is built in float32 from sparse row blocks of ``X^T X`` (``X`` is never densified), then
     inverted with a Cholesky factorisation and ``cholesky_inverse`` in place (never a general inverse),
     so fitting holds one dense ``n_items x n_items`` float32 matrix (4 n_items^2 bytes: 1.7 GB at 20,720
@@ -130,19 +133,14 @@ class EASE(BaseRecommender):
     name: ClassVar[str] = "ease"
     folds_in_from_history: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        l2: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] = 500.0,
-    ):
-        self._store_params(locals())
+    l2: PositiveFloat = 500.0
 
     def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
         log = options.log or (lambda _message: None)
         n = train.n_items
         t0 = time.perf_counter()
         log(f"EASE: item Gram X^T X ({n:,} x {n:,}, {4 * n * n / 1e9:.2f} GB float32) on {self.device_} ...")
-        gram = dense_item_gram(train.matrix, self.device_)
+        gram = dense_item_gram(self.fit_weighting(train.matrix), self.device_)
         gram.diagonal().add_(float(self.l2))
         log(f"EASE: Gram done in {time.perf_counter() - t0:.1f}s; Cholesky inversion ...")
         t0 = time.perf_counter()
@@ -162,7 +160,7 @@ class EASE(BaseRecommender):
 
     def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
         history = self._check_history(history, users)
-        return blocked_scores(history, self.weights_, self.n_items)
+        return blocked_scores(self.weigh(history), self.weights_, self.n_items)
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"weights": self.item_weights()}

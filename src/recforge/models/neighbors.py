@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pydantic
 import scipy.sparse as sp
 import torch
 
 from recforge.data.interactions import Interactions
 from recforge.models.base import BaseRecommender
 from recforge.models.linear import gram_block_rows, item_gram_rows, map_blocks
+from recforge.models.params import NonNegativeFloat, PositiveInt, hyperparameters
+from recforge.models.weighted import WeightingParams
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
@@ -64,7 +65,8 @@ def shrunk_cosine_top_n(matrix: sp.csr_array, n_neighbors: int, shrinkage: float
     return sim
 
 
-class ItemKNN(BaseRecommender):
+@hyperparameters
+class ItemKNN(WeightingParams, BaseRecommender):
     r"""Item-based k-nearest-neighbour collaborative filtering with shrunk cosine similarity.
 
     Sarwar, B., Karypis, G., Konstan, J., Riedl, J. (2001). *Item-based collaborative filtering
@@ -77,32 +79,32 @@ class ItemKNN(BaseRecommender):
     where ``x_i`` is item ``i``'s column of the training matrix, ``N_k(j)`` the ``n_neighbors`` items
     most similar to ``j`` (positive similarities only, never ``j`` itself) and ``h_u`` the user's history
     row. ``S`` is a sparse matrix built block by block (see :func:`shrunk_cosine_top_n`), never a dense
-    items x items matrix. Values are used as given (the pipeline binarises implicit data beforehand);
-    ``binarize=True`` uses 0/1 for both the similarities and the scoring history. Scoring multiplies the
+    items x items matrix. The training matrix and every scored history row are weighted by ``weighting``
+    (:class:`~recforge.models.weighted.WeightingParams`; default ``"none"``, the values as given; ``"binary"``
+    uses 0/1 for both). Scoring multiplies the
     sparse history by the sparse ``S`` in row blocks on threads and returns dense float32 rows.
     """
 
     name: ClassVar[str] = "itemknn"
     folds_in_from_history: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        n_neighbors: Annotated[int, pydantic.Field(gt=0)] = 100,
-        shrinkage: Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)] = 10.0,
-        binarize: bool = False,
-    ):
-        self._store_params(locals())
+    n_neighbors: PositiveInt = 100
+    shrinkage: NonNegativeFloat = 10.0
+
+    @classmethod
+    def upgrade_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``binarize`` (saved by earlier versions) is ``weighting="binary"`` (True) or ``"none"`` (False)."""
+        if "binarize" in params:
+            params = dict(params)
+            params.setdefault("weighting", "binary" if params.pop("binarize") else "none")
+        return params
 
     def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
-        matrix = train.binary if self.binarize else train.matrix
+        matrix = self.fit_weighting(train.matrix)
         self.similarity_ = shrunk_cosine_top_n(matrix, int(self.n_neighbors), float(self.shrinkage))
 
     def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
-        history = self._check_history(history, users)
-        if self.binarize and history.nnz:
-            history = history.copy()
-            history.data[:] = 1.0
+        history = self.weigh(self._check_history(history, users))
         out = np.zeros((history.shape[0], self.n_items), dtype=np.float32)
         if history.nnz and self.similarity_.nnz:
             history = sp.csr_array(history, dtype=np.float32)

@@ -14,16 +14,17 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-import pydantic
 import scipy.sparse as sp
 import torch
 
 from recforge.data.interactions import Interactions
 from recforge.models.base import BaseRecommender, csr_to_torch
 from recforge.models.linear import blocked_scores, dense_item_gram, score_blocks, spd_inverse_
+from recforge.models.params import NonNegativeFloat, PositiveFloat, PositiveInt, hyperparameters
+from recforge.models.weighted import WeightingParams
 
 if TYPE_CHECKING:
     from recforge.data.splits import EvalPart
@@ -269,7 +270,8 @@ def _shrink(a: torch.Tensor, threshold: float, nonnegative: bool, *, out: torch.
 
 
 # ---------------------------------------------------------------------------------------------------- model
-class ADMMSLIM(BaseRecommender):
+@hyperparameters
+class ADMMSLIM(WeightingParams, BaseRecommender):
     r"""ADMM-SLIM: a sparse, non-negative item-item weight matrix with a zero diagonal, fitted by ADMM.
 
     Steck, H., Dimakopoulou, M., Riabov, N. & Jebara, T. (2020). *ADMM SLIM: Sparse Recommendations for Many
@@ -304,17 +306,12 @@ class ADMMSLIM(BaseRecommender):
     name: ClassVar[str] = "admmslim"
     folds_in_from_history: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        l1: Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)] = 1.0,
-        l2: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] = 500.0,
-        rho: Annotated[float, pydantic.Field(gt=0, allow_inf_nan=False)] | None = None,
-        nonnegative: bool = True,
-        item_bias: bool = False,
-        iterations: Annotated[int, pydantic.Field(ge=1)] = ITERATIONS,
-    ):
-        self._store_params(locals())
+    l1: NonNegativeFloat = 1.0
+    l2: PositiveFloat = 500.0
+    rho: PositiveFloat | None = None
+    nonnegative: bool = True
+    item_bias: bool = False
+    iterations: PositiveInt = ITERATIONS
 
     @property
     def penalty(self) -> float:
@@ -323,7 +320,7 @@ class ADMMSLIM(BaseRecommender):
 
     def _fit(self, train: Interactions, valid: EvalPart | None, options: TrainingOptions) -> None:
         weights = admm_slim(
-            train.matrix,
+            self.fit_weighting(train.matrix),
             l1=self.l1,
             l2=self.l2,
             rho=self.penalty,
@@ -360,7 +357,7 @@ class ADMMSLIM(BaseRecommender):
 
     def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
         history = self._check_history(history, users)
-        scores = self._product(history)
+        scores = self._product(self.weigh(history))
         if self.offset_ is not None:
             scores.add_(self.offset_)
         return scores
