@@ -1,0 +1,235 @@
+r"""Rating from the review text: :class:`TextRating` and :class:`TextProfileRating` (the tutorial's part 2 A and B).
+
+**These are review-sentiment models, not recommenders.** They need the review, and a review is written after the
+item was consumed, so they cannot choose what to recommend: they predict the rating of a (user, item, review)
+triple. ``score``/``recommend`` raise a :class:`TypeError` saying so; use :meth:`TextRating.predict_reviews`
+(raw ids and texts) or :meth:`TextRating.predict_events` (an :class:`~recforge.data.interactions.Interactions`
+whose events carry ``review_text``), and compare their errors with the rating recommenders' on the same split.
+They are trained by the one Trainer (early stopping on the validation RMSE of the ``valid`` part's reviews) and
+saved like every model (weights + the vocabulary as JSON in ``config.json``); they are not in the model registry
+(``recforge train`` evaluates rankings), so load them with ``TextRating.load(path)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recforge.data.interactions import Interactions
+from recforge.data.text import PAD, TokenArrays, review_texts
+from recforge.models.neural import TorchRecommender
+from recforge.models.optim import adam
+from recforge.models.params import NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
+from recforge.models.rating import check_ratings
+from recforge.models.text.common import ReviewTextState, VocabularyParams, epoch_order
+from recforge.training.trainer import Losses, StepContext
+
+if TYPE_CHECKING:
+    from recforge.data.splits import EvalPart
+
+__all__ = ["TextProfileRating", "TextRating"]
+
+#: reviews per forward pass when predicting
+_PREDICT_CHUNK = 8192
+
+
+class BagRatingModule(nn.Module):
+    r""":math:`\hat r = w^\top [\bar e_{\text{review}}; P_u; Q_i] + b`: the mean of the review's word embeddings
+    (EmbeddingBag), optionally with user and item embeddings concatenated, through one linear layer."""
+
+    def __init__(self, vocab_size: int, dim: int, *, n_users: int, n_items: int, profile_dim: int, mean: float):
+        super().__init__()
+        self.words = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=PAD)
+        self.profile_dim = profile_dim
+        if profile_dim:
+            self.users = nn.Embedding(n_users, profile_dim)
+            self.items = nn.Embedding(n_items, profile_dim)
+            nn.init.normal_(self.users.weight, 0.0, 0.1)
+            nn.init.normal_(self.items.weight, 0.0, 0.1)
+        self.to_rating = nn.Linear(dim + 2 * profile_dim, 1)
+        nn.init.constant_(self.to_rating.bias, float(mean))
+
+    def forward(
+        self, tokens: torch.Tensor, offsets: torch.Tensor, users: torch.Tensor, items: torch.Tensor
+    ) -> torch.Tensor:
+        x = self.words(tokens, offsets)
+        if self.profile_dim:
+            x = torch.cat([x, self.users(users), self.items(items)], dim=1)
+        return self.to_rating(x)[:, 0]
+
+
+@hyperparameters
+class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
+    r"""The rating predicted from the review text alone (the tutorial's ``RatingPred``; **not a recommender**).
+
+    .. math::
+        \hat r = w^\top \bar e_{\text{review}} + b, \qquad \bar e_{\text{review}} = \frac{1}{|T|}\sum_{t\in T} E_t,
+        \qquad \min \frac{1}{|B|}\sum_{B} (r - \hat r)^2
+
+    :math:`E` is a word embedding table of ``embedding_dim`` columns over the vocabulary (built on the training
+    reviews: ``max_words``, ``skip_most_common``, ``tokenizer``); :math:`T` the review's in-vocabulary and unknown
+    tokens (an empty review is the zero vector); :math:`b` starts at the training mean. Adam at ``learning_rate``
+    on shuffled mini-batches (flat token bags, no padding), early stopping on the validation RMSE of ``valid``'s
+    reviews. Predictions are clipped to the training rating range when ``clip``.
+    """
+
+    name: ClassVar[str] = "textrating"
+    monitor_mode: ClassVar[str] = "min"  # type: ignore[misc]
+    #: whether user and item embeddings join the text (TextProfileRating)
+    profiles: ClassVar[bool] = False
+
+    embedding_dim: PositiveInt = 50
+    learning_rate: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 64
+    max_epochs: PositiveInt = 50
+    patience: NonNegativeInt = 3
+    clip: bool = True
+    seed: int = 0
+
+    # ------------------------------------------------------------------ training
+    def _prepare(self, train: Interactions) -> None:
+        check_ratings(train, type(self).__name__)
+        self._prepare_text(train)
+        values = np.asarray(train.values, dtype=np.float32)
+        self.rating_stats_ = {
+            "mean": float(values.mean(dtype=np.float64)),
+            "low": float(values.min()),
+            "high": float(values.max()),
+        }
+        self.events_ = (train.user_idx.astype(np.int64), train.item_idx.astype(np.int64), values)
+
+    def _release(self) -> None:
+        self.__dict__.pop("events_", None)
+        self._release_text()
+
+    def build_module(self) -> nn.Module:
+        profile = getattr(self, "profile_dim", 0) if self.profiles else 0
+        return BagRatingModule(
+            len(self.vocabulary_),
+            self.embedding_dim,
+            n_users=len(self.users_),
+            n_items=len(self.items_),
+            profile_dim=profile,
+            mean=self.rating_stats_["mean"],
+        )
+
+    def configure_optimizers(self, module: nn.Module) -> Sequence[torch.optim.Optimizer]:
+        return [adam(module.parameters(), self.learning_rate)]
+
+    def batches(self, rng: np.random.Generator, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Shuffled batches ``(tokens, offsets, users, items, ratings)``; the epoch's bags are gathered once."""
+        users, items, ratings = self.events_
+        order, slices = epoch_order(len(ratings), rng, self.batch_size)
+        epoch = self.tokens_.take(order)
+        tokens = torch.from_numpy(epoch.tokens).to(device)
+        indptr = torch.from_numpy(epoch.indptr).to(device)
+        u, i, r = (torch.from_numpy(a[order]).to(device) for a in (users, items, ratings))
+        for sl in slices:
+            lo, hi = indptr[sl.start], indptr[sl.stop]
+            yield tokens[lo:hi], indptr[sl] - lo, u[sl], i[sl], r[sl]
+
+    def training_step(self, module: nn.Module, batch: Any, ctx: StepContext) -> Losses:
+        tokens, offsets, users, items, ratings = batch
+        mse = F.mse_loss(module(tokens, offsets, users, items), ratings)
+        return {"loss": mse, "mse": mse.detach()}
+
+    # ------------------------------------------------------------------ validation and prediction
+    def monitor_name(self) -> str:
+        return "rmse"
+
+    def validation_metrics(self, valid: EvalPart) -> dict[str, float]:
+        """RMSE and MAE of the predicted ratings of the validation reviews."""
+        target = valid.target
+        err = self.predict_events(target) - np.asarray(target.values, dtype=np.float64)
+        return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err)))}
+
+    def _predict(self, tokens: TokenArrays, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = np.empty(len(tokens), dtype=np.float32)
+        device = self.device_
+        with torch.no_grad():
+            for start in range(0, len(tokens), _PREDICT_CHUNK):
+                rows = np.arange(start, min(start + _PREDICT_CHUNK, len(tokens)))
+                flat, offsets = tokens.bag(rows)
+                pred = self.module_(
+                    torch.from_numpy(flat).to(device),
+                    torch.from_numpy(offsets).to(device),
+                    torch.from_numpy(users[rows]).to(device),
+                    torch.from_numpy(items[rows]).to(device),
+                )
+                out[rows] = pred.float().cpu().numpy()
+        if self.clip:
+            np.clip(out, self.rating_stats_["low"], self.rating_stats_["high"], out=out)
+        return out
+
+    def predict_events(self, events: Interactions) -> np.ndarray:
+        """Predicted ratings (float32) of events over the training id maps that carry their ``review_text``
+        (e.g. a split's ``valid.target`` or ``test.target``)."""
+        self.check_fitted()
+        if events.items != self.items_ or (self.profiles and events.users != self.users_):
+            raise ValueError("the events must use the model's training id maps (a part of the same split)")
+        tokens = self.vocabulary_.encode(review_texts(events))
+        return self._predict(tokens, events.user_idx.astype(np.int64), events.item_idx.astype(np.int64))
+
+    def predict_reviews(
+        self, texts: Sequence[str], user_ids: Sequence[Any] | None = None, item_ids: Sequence[Any] | None = None
+    ) -> np.ndarray:
+        """Predicted ratings (float32) of reviews given as texts (with their raw user and item ids for
+        :class:`TextProfileRating`; unknown ids raise :class:`~recforge.data.ids.UnknownIdError`)."""
+        self.check_fitted()
+        n = len(texts)
+        if self.profiles:
+            if user_ids is None or item_ids is None:
+                raise ValueError(f"{type(self).__name__} needs the user and item id of every review")
+            users, items = self.users_.index(list(user_ids)), self.items_.index(list(item_ids))
+            if len(users) != n or len(items) != n:
+                raise ValueError(f"{n} reviews for {len(users)} user ids and {len(items)} item ids")
+        else:
+            users = items = np.zeros(n, dtype=np.int64)
+        tokens = self.vocabulary_.encode(list(texts))
+        return self._predict(tokens, np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64))
+
+    def score(self, history: sp.csr_array, users: np.ndarray | None = None) -> torch.Tensor:
+        if self.__dict__.pop("_load_probe_", False):  # the one shape probe of ``load`` right after the weights
+            return torch.zeros((history.shape[0], self.n_items))
+        raise TypeError(
+            f"{type(self).__name__} predicts the rating of a written review: it needs the review text, which exists "
+            "only after the item was consumed, so it cannot rank items to recommend (use predict_reviews or "
+            "predict_events; for recommendations use TextMF)"
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def _state_info(self) -> dict[str, Any]:
+        return {**super()._state_info(), **self._text_state_info(), "rating_stats": self.rating_stats_}
+
+    def _load_state_info(self, info: dict[str, Any]) -> None:
+        super()._load_state_info(info)
+        self._load_text_state_info(info)
+        self.rating_stats_ = dict(info["rating_stats"])
+
+    def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        super()._load_state(tensors)  # raises when the weights do not fit the vocabulary and id maps
+        self._load_probe_ = True
+
+
+@hyperparameters
+class TextProfileRating(TextRating):
+    r"""The rating from the review text **and** the user and item embeddings (the tutorial's
+    ``RatingPredProfile``; not a recommender either: it needs the review).
+
+    .. math::
+        \hat r = w^\top [\bar e_{\text{review}}; P_u; Q_i] + b, \qquad \min \frac{1}{|B|}\sum_B (r - \hat r)^2
+
+    :math:`P, Q` have ``profile_dim`` columns, started at :math:`\mathcal N(0, 0.1^2)`; the rest as
+    :class:`TextRating`. A user or item without training reviews keeps its random start.
+    """
+
+    name: ClassVar[str] = "textprofilerating"
+    profiles: ClassVar[bool] = True
+
+    profile_dim: PositiveInt = 25
