@@ -4,6 +4,8 @@ word of a test review reaches a vocabulary or profile built on the training part
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections import Counter
 
 import numpy as np
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 
 from recforge.data.interactions import Interactions
+from recforge.data.readers import DataFormatError, read_amazon_reviews
 from recforge.data.splits import PRESETS, every_nth_split
 from recforge.data.text import (
     TokenArrays,
@@ -133,8 +136,11 @@ def test_every_8th_halves_in_file_order(reviews):
     assert PRESETS["tutorial_every_8th"] == ("every_nth", {"n": 8, "assign": "halves", "order": "file"})
     with pytest.raises(ValueError, match="assign"):
         every_nth_split(reviews, assign="blocks")
-    with pytest.raises(ValueError, match="source_row"):
-        every_nth_split(Interactions.from_frame(pd.DataFrame({"user": [1, 2], "item": [1, 2]})), order="file")
+    with pytest.warns(UserWarning, match="source_row"):
+        no_lines = every_nth_split(
+            Interactions.from_frame(pd.DataFrame({"user": [1, 2], "item": [1, 2]})), order="file"
+        )
+    assert no_lines.params["order"] == "events"
 
 
 def test_no_word_of_a_test_review_reaches_the_vocabulary_or_profiles(reviews):
@@ -165,3 +171,95 @@ def test_review_texts_missing_column_is_explained():
     data = Interactions.from_frame(pd.DataFrame({"user": [1], "item": [1]}))
     with pytest.raises(ValueError, match="review_text"):
         review_texts(data)
+
+
+# ---------------------------------------------------------------------- review files: bad lines, Instant Video
+def review_line(user: str, item: str, rating, text: str | None = "fine product", t: int = 1) -> str:
+    record = {"reviewerID": user, "asin": item, "overall": rating, "unixReviewTime": t, "summary": "s"}
+    if text is not None:
+        record["reviewText"] = text
+    return json.dumps(record)
+
+
+BAD_FILE = [
+    review_line("a", "x", 5.0),
+    review_line("a", "y", 4.0, text=None),  # line 2: no reviewText
+    '{"reviewerID": "b", "asin": ',  # line 3: not JSON
+    review_line("b", "x", 7.0),  # line 4: a rating outside 1-5
+    review_line("b", "y", "five"),  # line 5: not a number
+    review_line("c", "x", 3.0),
+]
+
+
+def test_review_file_bad_lines_rejected_with_line_numbers(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text("\n".join(BAD_FILE) + "\n")
+    with pytest.raises(DataFormatError, match=r"line 2, field 'reviewText': missing value"):
+        read_amazon_reviews(path, require_text=True)
+    with pytest.raises(DataFormatError, match=r"line 3: not valid JSON"):
+        read_amazon_reviews(path, bad_lines="error", ratings=(1, 2, 3, 4, 5))
+    path.write_text("\n".join([BAD_FILE[0], BAD_FILE[3]]) + "\n")
+    with pytest.raises(DataFormatError, match=r"line 2, field 'overall': unknown rating 7.0"):
+        read_amazon_reviews(path, ratings=(1, 2, 3, 4, 5))
+    assert len(read_amazon_reviews(path).interactions) == 2  # without a rating scale 7 is a rating
+
+
+def test_review_file_bad_lines_skipped_with_a_count(tmp_path):
+    path = tmp_path / "r.json.gz"
+    path.write_bytes(gzip.compress(("\n".join(BAD_FILE) + "\n").encode()))
+    with pytest.warns(UserWarning, match=r"skipped 4 bad line\(s\): line 2 \(reviewText: missing value\); line 3"):
+        raw = read_amazon_reviews(path, bad_lines="skip", require_text=True, ratings=(1, 2, 3, 4, 5))
+    frame = raw.interactions
+    assert frame["user"].tolist() == ["a", "c"] and frame["rating"].tolist() == [5.0, 3.0]
+    assert frame.attrs["skipped_lines"] == [2, 3, 4, 5]
+    assert frame["review_text"].tolist() == ["fine product", "fine product"]
+    with pytest.warns(UserWarning, match="skipped 2"):  # texts not required, no scale: lines 3 and 5 only
+        kept = read_amazon_reviews(path, bad_lines="skip").interactions
+    assert kept["review_text"].tolist() == ["fine product", "", "fine product", "fine product"]
+    with pytest.raises(ValueError, match="bad_lines"):
+        read_amazon_reviews(path, bad_lines="ignore")  # type: ignore[arg-type]
+
+
+INSTANT_VIDEO = [  # the 2014 5-core layout of reviews_Amazon_Instant_Video_5.json.gz
+    {
+        "reviewerID": "A11N155CW1UV02",
+        "asin": "B000H00VBQ",
+        "reviewerName": "AdrianaM",
+        "helpful": [0, 0],
+        "reviewText": "I had big expectations because I love English TV, in particular Investigative and detective "
+        "stuff but this guy is really boring. It didn't appeal to me at all.",
+        "overall": 2.0,
+        "summary": "A little bit boring for me",
+        "unixReviewTime": 1399075200,
+        "reviewTime": "05 3, 2014",
+    },
+    {
+        "reviewerID": "A3BC8O2KCL29V2",
+        "asin": "B000H00VBQ",
+        "reviewerName": "Carol T",
+        "helpful": [0, 0],
+        "reviewText": "I highly recommend this series. It is a must for anyone who is yearning to watch a grown up "
+        "television series.",
+        "overall": 5.0,
+        "summary": "Excellent Grown Up TV",
+        "unixReviewTime": 1346630400,
+        "reviewTime": "09 3, 2012",
+    },
+]
+
+
+def test_instant_video_registered_and_read_from_its_file(tmp_path):
+    from recforge.data.datasets import get_spec, load_dataset
+
+    spec = get_spec("amazon-instant-video")
+    assert spec.url.endswith("reviews_Amazon_Instant_Video_5.json.gz")
+    folder = tmp_path / spec.folder
+    folder.mkdir()
+    (folder / "reviews_Amazon_Instant_Video_5.json.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in INSTANT_VIDEO).encode())
+    )
+    raw = load_dataset("amazon-instant-video", data_dir=tmp_path, download=False)
+    frame = raw.interactions
+    assert frame["user"].tolist() == ["A11N155CW1UV02", "A3BC8O2KCL29V2"]
+    assert frame["rating"].tolist() == [2.0, 5.0] and frame["timestamp"].tolist() == [1399075200, 1346630400]
+    assert frame["review_text"].iloc[1].startswith("I highly recommend")

@@ -4,6 +4,8 @@ planted sentiment, save/load, word inspection against a shuffled-item control, a
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -258,3 +260,81 @@ def test_real_item_words_beat_a_shuffled_control(instruments):
     shuffled = replace(train, item_idx=np.random.default_rng(0).permutation(train.n_items)[train.item_idx])
     control = distinctive_overlap(model, shuffled, items)
     assert real > 3 * control and real > 0.2  # measured: 0.34 against 0.05
+
+
+# ---------------------------------------------------------------------- the command line
+def amazon_file(path: Path, planted: Planted, bad_line: bool = False) -> Path:
+    """The planted reviews as an Amazon JSON lines file (gzipped), optionally with one broken line."""
+    data = with_reviews(planted).train
+    lines = [
+        json.dumps(
+            {
+                "reviewerID": str(data.users.ids[u]),
+                "asin": str(data.items.ids[i]),
+                "overall": float(r),
+                "reviewText": t,
+                "unixReviewTime": 1000 + n,
+            }
+        )
+        for n, (u, i, r, t) in enumerate(
+            zip(data.user_idx, data.item_idx, data.values, review_texts(data), strict=True)
+        )
+    ]
+    if bad_line:
+        lines.insert(4, '{"reviewerID": "u0-00", "asin": ')
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def test_cli_run_on_a_json_file_and_words(planted, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import cli
+
+    source = amazon_file(tmp_path / "reviews_Planted_5.json.gz", planted)
+    args = ["run", "--dataset", str(source), "--model", "textmf", "--split", "tutorial_every_8th"]
+    params = ["model.max_epochs=10", "model.skip_most_common=5", "model.embedding_dim=8", "model.word_dim=8"]
+    params += ["model.learning_rate=0.05", "model.batch_size=64", "model.cosine_scale=5.0"]
+    code, out, err = cli(
+        monkeypatch, capsys, *args, "--output-dir", str(tmp_path / "runs"), *[a for p in params for a in ("--set", p)]
+    )
+    assert code == 0, err
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    item = str(planted.train.items.ids[0])
+    code, out, err = cli(monkeypatch, capsys, "words", str(run_dir), item, "-k", "5", "--json")
+    assert code == 0, err
+    words = [w["word"] for w in json.loads(out)["words"]]
+    assert len(words) == 5 and len(set(words) & set(block_words(planted.item_group[0]))) >= 3
+    code, out, err = cli(monkeypatch, capsys, "words", str(run_dir), "no-such-item")
+    assert code == 2 and "no-such-item" in err
+
+    broken = amazon_file(tmp_path / "broken.json.gz", planted, bad_line=True)
+    code, out, err = cli(
+        monkeypatch,
+        capsys,
+        "run",
+        "--dataset",
+        str(broken),
+        "--model",
+        "textmf",
+        "--output-dir",
+        str(tmp_path / "runs2"),
+    )
+    assert code == 2 and "line 5" in err and "not valid JSON" in err
+    code, out, err = cli(
+        monkeypatch,
+        capsys,
+        "run",
+        "--dataset",
+        str(broken),
+        "--model",
+        "textmf",
+        "--output-dir",
+        str(tmp_path / "runs2"),
+        "--set",
+        "data.bad_lines=skip",
+        "--set",
+        "model.max_epochs=1",
+        "--set",
+        "model.skip_most_common=0",
+    )
+    assert code == 0, err
+    assert "skipped 1 bad line(s): line 5" in err

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -171,13 +172,30 @@ def _line_of_json_record(path: Path, row: int) -> int | None:
     return None
 
 
-def read_amazon_reviews(path: str | Path, *, name: str | None = None) -> RawDataset:
+def read_amazon_reviews(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    bad_lines: Literal["error", "skip"] = "error",
+    require_text: bool = False,
+    ratings: Sequence[float] | None = None,
+) -> RawDataset:
     """Amazon reviews as JSON lines, plain or ``.gz`` (McAuley 2014 and Ni & McAuley 2018 5-core files).
 
     reviewerID -> ``user``, asin -> ``item`` (both str), overall -> ``rating``, unixReviewTime ->
     ``timestamp``, plus ``review_text`` (reviewText, "" when missing) and ``summary`` ("" when missing).
+
+    Bad lines (not JSON, a required field missing or of the wrong type, a rating that is not finite) are
+    refused with the file, line and field (``bad_lines="error"``, the default), or left out with a
+    ``UserWarning`` that counts them and names the first lines (``bad_lines="skip"``). ``require_text`` makes
+    a missing or empty reviewText a bad line (text models need it); ``ratings`` lists the allowed rating
+    values (e.g. ``(1, 2, 3, 4, 5)``), any other is a bad line.
     """
+    if bad_lines not in ("error", "skip"):
+        raise ValueError(f"bad_lines must be 'error' or 'skip', got {bad_lines!r}")
     path = need_input(Path(path), "Amazon reviews", "read_amazon_reviews")
+    if bad_lines == "skip" or require_text or ratings is not None:
+        return _read_amazon_checked(path, name, bad_lines, require_text, ratings)
     schema = pa.schema(
         [
             ("reviewerID", pa.string()),
@@ -193,6 +211,84 @@ def read_amazon_reviews(path: str | Path, *, name: str | None = None) -> RawData
     frame = to_pandas(table)
     for col in ("review_text", "summary"):
         frame[col] = frame[col].fillna("")
+    return RawDataset(name_of(path, name), frame)
+
+
+_AMAZON_FIELDS = {  # JSON key -> (column, kind, required)
+    "reviewerID": ("user", "id", True),
+    "asin": ("item", "id", True),
+    "overall": ("rating", "float", True),
+    "unixReviewTime": ("timestamp", "int", True),
+    "reviewText": ("review_text", "text", False),
+    "summary": ("summary", "text", False),
+}
+
+
+def _amazon_record_problem(
+    raw: bytes, require_text: bool, ratings: set[float] | None
+) -> tuple[str, str | None, dict[str, Any] | None]:
+    """(problem, field, None) for a bad line, ("", None, row) for a good one."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte {raw[exc.start]:#04x}); JSON files must be UTF-8", None, None
+    except (ValueError, RecursionError) as exc:
+        return f"not valid JSON ({exc})", None, None
+    if not isinstance(record, dict):
+        return "expected a JSON object", None, None
+    row: dict[str, Any] = {}
+    for key, (column, kind, required) in _AMAZON_FIELDS.items():
+        value = record.get(key)
+        needed = required or (key == "reviewText" and require_text)
+        if value is None or (kind in ("id", "text") and isinstance(value, str) and not value.strip()):
+            if needed:
+                return "missing value", key, None
+            row[column] = ""
+            continue
+        if kind in ("id", "text") and not isinstance(value, str):
+            return f"{value!r} does not have the expected type string", key, None
+        if kind == "int" and (
+            isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX
+        ):
+            return f"{value!r} does not have the expected type int64", key, None
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"{value!r} does not have the expected type float", key, None
+            if problem := number_problem(_float(value), value):
+                return problem, key, None
+            if ratings is not None and float(value) not in ratings:
+                return f"unknown rating {value!r} (allowed: {', '.join(map(str, sorted(ratings)))})", key, None
+        row[column] = value
+    return "", None, row
+
+
+def _read_amazon_checked(
+    path: Path, name: str | None, bad_lines: str, require_text: bool, ratings: Sequence[float] | None
+) -> RawDataset:
+    """The checked reading of :func:`read_amazon_reviews` (one pass in Python: every line validated)."""
+    allowed = None if ratings is None else {float(r) for r in ratings}
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[int, str]] = []
+    with reading(path), open_binary(path) as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            problem, field, row = _amazon_record_problem(raw, require_text, allowed)
+            if row is not None:
+                rows.append(row)
+                continue
+            if bad_lines == "error":
+                raise DataFormatError(path, problem, line=line_no, field=field)
+            skipped.append((line_no, f"{field}: {problem}" if field else problem))
+    if skipped:
+        shown = "; ".join(f"line {n} ({why})" for n, why in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        warnings.warn(f"{path}: skipped {len(skipped)} bad line(s): {shown}{more}", UserWarning, stacklevel=3)
+    columns = [c for c, _, _ in _AMAZON_FIELDS.values()]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["rating"] = frame["rating"].astype(np.float32)
+    frame["timestamp"] = frame["timestamp"].astype(np.int64)
+    frame.attrs["skipped_lines"] = [n for n, _ in skipped]
     return RawDataset(name_of(path, name), frame)
 
 
