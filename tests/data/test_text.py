@@ -18,9 +18,11 @@ from recforge.data.splits import PRESETS, every_nth_split
 from recforge.data.text import (
     TokenArrays,
     Vocabulary,
+    item_text_embeddings,
     item_text_profiles,
     review_texts,
     tokenize,
+    write_item_embeddings,
 )
 
 TEXTS = ["Great strings, don't break!", None, "great great sound", "bad", ""]
@@ -263,3 +265,36 @@ def test_instant_video_registered_and_read_from_its_file(tmp_path):
     assert frame["user"].tolist() == ["A11N155CW1UV02", "A3BC8O2KCL29V2"]
     assert frame["rating"].tolist() == [2.0, 5.0] and frame["timestamp"].tolist() == [1399075200, 1346630400]
     assert frame["review_text"].iloc[1].startswith("I highly recommend")
+
+
+def test_item_text_embeddings_train_only_and_written_for_hybrid(reviews, tmp_path):
+    from recforge.data.embeddings import read_item_embeddings
+
+    texts = review_texts(reviews).copy()
+    rows = reviews.extra["source_row"]
+    texts[rows == 24] = "zyzzyva zyzzyva zyzzyva"  # a test review's own word
+    texts[rows == 1] = "cable cable strings"
+    data = Interactions(
+        reviews.user_idx,
+        reviews.item_idx,
+        reviews.values,
+        reviews.users,
+        reviews.items,
+        extra={"review_text": texts, "source_row": rows},
+    )
+    split = every_nth_split(data, n=8, assign="halves", order="file")
+    table, known, vocab = item_text_embeddings(split.train, dim=3)
+    assert table.shape == (data.n_items, 3) and known.all() and "zyzzyva" not in vocab
+    # the leak control: the same embeddings built on every review do see the word
+    _, _, leaky = item_text_embeddings(data, dim=3)
+    assert "zyzzyva" in leaky
+    # rows are the SVD coordinates U_d S_d (up to the signs of the columns)
+    profiles = item_text_profiles(
+        split.train.item_idx, vocab.encode(review_texts(split.train)), data.n_items, len(vocab)
+    ).toarray()
+    u, s, _ = np.linalg.svd(profiles, full_matrices=False)
+    assert s[1] > s[2] + 0.1  # the third singular value is tied (symmetric data): compare the first two columns
+    assert np.abs(table[:, :2]) == pytest.approx(np.abs(u[:, :2] * s[:2]), abs=1e-4)
+    path = write_item_embeddings(tmp_path / "text.npz", split.train.items, table, known)
+    back, found = read_item_embeddings(path, split.train.items)
+    assert found.all() and back == pytest.approx(table)

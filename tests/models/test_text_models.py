@@ -338,3 +338,20 @@ def test_cli_run_on_a_json_file_and_words(planted, tmp_path, monkeypatch, capsys
     )
     assert code == 0, err
     assert "skipped 1 bad line(s): line 5" in err
+
+
+def test_text_profiles_as_hybrid_neumf_item_embeddings(planted, tmp_path):
+    from recforge.data.text import item_text_embeddings, write_item_embeddings
+    from recforge.models.ncf import HybridNeuMF
+
+    data = with_reviews(planted).train
+    table, known, _ = item_text_embeddings(data, dim=6, skip_most_common=5)
+    # the text profile separates the item blocks: each item's nearest other item is in its own block
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    assert (planted.item_group[sim.argmax(1)] == planted.item_group).mean() > 0.95
+    path = write_item_embeddings(tmp_path / "text.npz", data.items, table, known)
+    model = HybridNeuMF(item_embeddings=str(path), embedding_dim=4, layers=(8, 4), max_epochs=2).fit(data)
+    assert model.item_embedding_coverage_ == 1.0
+    assert torch.allclose(model.module_.item_features.cpu(), torch.from_numpy(table))

@@ -13,7 +13,9 @@ The pieces of the review-text models of :mod:`recforge.models.text` (the PyTorch
   :meth:`~TokenArrays.sample` (a fixed number of words per review, drawn without replacement: the tutorial's
   ``shuffle(rev_words)[:max_len]`` for the negative-sampling objective).
 * :func:`item_text_profiles` -- an item x word matrix (counts or tf-idf) from the training reviews of each item:
-  text as side information, with no word of a validation or test review.
+  text as side information, with no word of a validation or test review; :func:`item_text_embeddings` reduces
+  it to dense item vectors (truncated SVD) and :func:`write_item_embeddings` writes them for
+  :class:`~recforge.models.ncf.HybridNeuMF` (``item_embeddings=...npz``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ __all__ = [
     "TokenArrays",
     "Tokenizer",
     "Vocabulary",
+    "item_text_embeddings",
     "item_text_profiles",
     "review_texts",
     "tokenize",
+    "write_item_embeddings",
 ]
 
 #: the per-event column (``Interactions.extra``) that holds review texts
@@ -332,3 +336,61 @@ def item_text_profiles(
         scale = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
         m = sp.csr_array((m.data * np.repeat(scale, np.diff(m.indptr)), m.indices, m.indptr), shape=m.shape)
     return m
+
+
+def item_text_embeddings(
+    train: Any,
+    dim: int = 32,
+    *,
+    max_words: int = 10_000,
+    skip_most_common: int = 0,
+    tokenizer: Tokenizer = "words",
+    weighting: Literal["count", "tfidf"] = "tfidf",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, Vocabulary]:
+    r"""Dense item text profiles from the **training** reviews: ``(table n_items x dim float32, known bool,
+    vocabulary)``, the pretrained item embeddings of :class:`~recforge.models.ncf.HybridNeuMF` (write them with
+    :func:`write_item_embeddings`) or any model's item side input.
+
+    The items x words matrix :math:`X` of :func:`item_text_profiles` (tf-idf rows of unit norm, vocabulary built on
+    ``train``'s reviews alone) is reduced by a truncated SVD, :math:`X \approx U_d S_d V_d^\top`, and item ``i``
+    gets :math:`U_d[i] S_d` (its coordinates on the ``dim`` main word directions; scipy's ``svds`` with a seeded
+    start). Items without a training review get a zero row and ``known = False``. A word that occurs only in
+    validation or test reviews reaches neither the vocabulary nor the table.
+    """
+    from scipy.sparse.linalg import svds
+
+    texts = review_texts(train)
+    vocab = Vocabulary.build(texts, max_words=max_words, skip_most_common=skip_most_common, tokenizer=tokenizer)
+    profiles = item_text_profiles(train.item_idx, vocab.encode(texts), train.n_items, len(vocab), weighting=weighting)
+    known = np.diff(profiles.indptr) > 0
+    rank = min(dim, min(profiles.shape) - 1)
+    if rank < 1:
+        raise ValueError(f"too few items ({profiles.shape[0]}) or words ({len(vocab.words)}) for text embeddings")
+    v0 = np.random.default_rng(seed).standard_normal(min(profiles.shape))
+    u, s, _ = svds(profiles.astype(np.float64), k=rank, v0=v0)
+    order = np.argsort(-s)
+    table = np.zeros((train.n_items, dim), dtype=np.float32)
+    table[:, :rank] = (u[:, order] * s[order]).astype(np.float32)
+    table[~known] = 0.0
+    return table, known, vocab
+
+
+def write_item_embeddings(path: str | Path, items: Any, table: np.ndarray, known: np.ndarray | None = None) -> Path:
+    """Write item embeddings as an ``.npz`` (``ids``, ``embeddings``) that
+    :func:`~recforge.data.embeddings.read_item_embeddings` reads; only ``known`` rows (all when None) are written.
+    Written to a temporary file, then renamed."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"{path}: item embeddings are written as .npz")
+    keep = np.ones(len(table), dtype=bool) if known is None else np.asarray(known, dtype=bool)
+    ids = np.asarray(items.ids)[keep]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, ids=ids if ids.dtype.kind != "O" else ids.astype(str), embeddings=table[keep])
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
