@@ -228,7 +228,7 @@ def test_generic_table_mapping(tmp_path: Path) -> None:
     colons = tmp_path / "events.dat"
     colons.write_text("u::i::r\n1::2::3\n4::5::6\n")
     third = read_table(colons, user_col="u", item_col="i", rating_col="r", sep="::")
-    assert third.interactions.values.tolist() == [[1, 2, 3.0], [4, 5, 6.0]]
+    assert third.interactions.values.tolist() == [["1", "2", 3.0], ["4", "5", 6.0]]  # ids as written
 
 
 # ---------------------------------------------------------------------------------------------------- errors
@@ -384,15 +384,19 @@ def test_real_amazon() -> None:
     ],
 )
 def test_id_columns_are_int64_or_exactly_as_written(tmp_path: Path, ids: list[str], expected: list) -> None:
+    """``ids="auto"`` (the official formats with integer ids, e.g. the Goodreads CSV; read_table's former default)."""
     path = tmp_path / "t.csv"
     path.write_text("u,i,r\n" + "".join(f"{u},{n},4\n" for n, u in enumerate(ids)))
-    frame = read_table(path, user_col="u", item_col="i", rating_col="r").interactions
+    frame = read_table(path, user_col="u", item_col="i", rating_col="r", ids="auto").interactions
     assert frame["user"].tolist() == expected
     if isinstance(expected[0], int):
         assert frame["user"].dtype == np.int64
     else:
         assert all(isinstance(u, str) for u in frame["user"])
     assert frame["item"].dtype == np.int64
+    # read_table's default (issue 20): every id exactly as written, whatever it looks like
+    as_written = read_table(path, user_col="u", item_col="i", rating_col="r").interactions
+    assert as_written["user"].tolist() == ids and as_written["item"].tolist() == [str(n) for n in range(len(ids))]
     csv_form = tmp_path / "goodreads_interactions.csv"
     csv_form.write_text("user_id,book_id,rating\n" + "".join(f"{u},{n},4\n" for n, u in enumerate(ids)))
     assert read_goodreads(csv_form).interactions["user"].tolist() == expected
@@ -401,10 +405,13 @@ def test_id_columns_are_int64_or_exactly_as_written(tmp_path: Path, ids: list[st
 def test_parquet_ids_never_become_floats(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     pd.DataFrame({"u": [1.0, 2.0], "i": [1.5, 2.0], "j": ["a", "b"], "r": [3, 4]}).to_parquet(path)
-    frame = read_table(path, user_col="u", item_col="i", rating_col="r").interactions
+    frame = read_table(path, user_col="u", item_col="i", rating_col="r", ids="auto").interactions
     assert frame["user"].tolist() == [1, 2] and frame["user"].dtype == np.int64  # integral floats
     assert frame["item"].tolist() == ["1.5", "2"]  # not integral: their text
     assert read_table(path, user_col="j", item_col="u").interactions["user"].tolist() == ["a", "b"]
+    default = read_table(path, user_col="u", item_col="i", rating_col="r").interactions  # ids as text
+    assert default["user"].tolist() == ["1", "2"] and default["item"].tolist() == ["1.5", "2"]
+    assert read_table(path, user_col="u", item_col="u", ids="int").interactions["user"].tolist() == [1, 2]
 
 
 def test_latin1_file_gives_text_ids_not_bytes(tmp_path: Path) -> None:
@@ -420,7 +427,7 @@ def test_latin1_file_gives_text_ids_not_bytes(tmp_path: Path) -> None:
     header = tmp_path / "h.csv"
     header.write_bytes("usér,i\n1,2\n".encode("latin-1"))  # a Latin-1 header names its columns too
     with pytest.warns(UserWarning, match="Latin-1"):
-        assert read_table(header, user_col="usér", item_col="i").interactions["user"].tolist() == [1]
+        assert read_table(header, user_col="usér", item_col="i").interactions["user"].tolist() == ["1"]
 
 
 def test_official_latin1_files_read_without_warnings(recwarn: pytest.WarningsRecorder) -> None:

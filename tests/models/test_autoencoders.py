@@ -34,6 +34,7 @@ from recforge.models.autoencoders import (
     squared_error,
     weight_penalty,
 )
+from recforge.models.autoencoders.params import derived_anneal_steps
 from recforge.models.base import InvalidParameterError
 from recforge.models.registry import load_model
 from recforge.testing import RecommenderContract
@@ -179,9 +180,22 @@ def test_liang_annealing_schedule():
         assert ctx.values["beta"] == pytest.approx(expected)
     assert BetaAnnealing(beta=0.2, anneal_steps=100).value_at(50) == pytest.approx(0.1)  # the other schedule
     assert BetaAnnealing(beta=0.3, schedule="capped").value_at(7) == 0.3  # no annealing: constant
-    (cb,) = MultiVAE().extra_callbacks()
+    (cb,) = MultiVAE(anneal_steps=200_000).extra_callbacks()  # vae_cf's fixed schedule, when asked for
     assert (cb.beta, cb.anneal_steps, cb.schedule) == (0.2, 200_000, "capped")
     assert MultiDAE().extra_callbacks() == [] and AE().extra_callbacks() == []
+
+
+def test_default_annealing_follows_the_planned_updates(planted):
+    """Issue 20: the default schedule reaches the cap after 80% of the planned updates, whatever the data size
+    (vae_cf's fixed 200,000 updates kept beta <= 0.002 on ML-100K); the derived value is logged."""
+    assert derived_anneal_steps(0.2, 46_800) == 187_200  # ML-20M, 200 epochs of 234 updates: about vae_cf's 200,000
+    assert derived_anneal_steps(0.2, 400) == 1_600 and derived_anneal_steps(0.0, 400) == 0
+    lines: list[str] = []
+    model = MultiVAE(hidden_dims=(16, 4), max_epochs=5, batch_size=30)  # 3 batches an epoch: 15 planned updates
+    model.fit(planted.train, options=TrainingOptions(device="cpu", log=lines.append, progress_bar=False))
+    assert any("anneal_steps = 60 (derived" in line for line in lines), lines
+    betas = [e["beta"] for e in model.training_log_]
+    assert betas[-1] == pytest.approx(0.2) and betas[0] < 0.2  # the cap is reached within the planned training
 
 
 def test_beta_reaches_the_loss(planted):
@@ -465,3 +479,11 @@ def test_ml100k_svae_beats_popularity_on_next_item(ml100k_frame):
     model.set_params(batch_size=32, learning_rate=3e-3).fit(split.train)
     svae = evaluate_ranking(model, split.test, [Recall(10)]).metrics["recall@10"]
     assert svae > 1.2 * pop, f"SVAE recall@10 {svae:.4f} vs popularity {pop:.4f}"
+
+
+def test_svae_warns_when_the_sequences_have_no_timestamps(planted):
+    """Issue 20: without timestamps SVAE trains on file order; it says so."""
+    assert planted.train.timestamps is None
+    model = SVAE(embedding_dim=8, rnn_dim=8, hidden_dim=8, latent_dim=4, max_epochs=1, batch_size=32)
+    with pytest.warns(UserWarning, match="SVAE: the training data has no timestamps"):
+        model.fit(planted.train)

@@ -190,3 +190,44 @@ def test_optimiser_free_task_updates_itself_seeded_and_resumable(tmp_path):
         NoisyLeastSquares()
     )
     assert torch.equal(weights(full), weights(resumed))
+
+
+# ------------------------------------------------------------------------------ issue 20: time budget, stop reason
+class SlowEpochs(Callback):
+    """Makes every epoch take ``seconds`` (a fake clock would miss the Trainer's own timing)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_epoch_end(self, trainer, logs):
+        import time
+
+        time.sleep(self.seconds)
+
+
+def test_max_time_stops_before_the_next_epoch_and_says_so():
+    task, lines = Regression(), []
+    options = TrainingOptions(device="cpu", max_time=0.25, log=lines.append, callbacks=[SlowEpochs(0.1)])
+    history = History()
+    trainer = Trainer(max_epochs=50, options=options, callbacks=[history])
+    trainer.fit(task)
+    assert 2 <= len(history.epochs) <= 4 and trainer.stop_reason == "max_time"
+    assert any("time budget of 0.25s (training.max_time) is spent" in line for line in lines), lines
+    with pytest.raises(ValueError, match="max_time must be a number of seconds > 0"):
+        TrainingOptions(max_time=0)
+
+
+def test_running_out_of_epochs_while_improving_is_reported():
+    task, lines = Regression(), []
+    options = TrainingOptions(device="cpu", log=lines.append)
+    trainer = Trainer(
+        max_epochs=3, options=options, validate=validate_mse(task), callbacks=[EarlyStopping("valid_mse", mode="min")]
+    )
+    trainer.fit(task)  # the regression still improves after 3 epochs
+    assert trainer.stop_reason == "max_epochs"
+    assert any("stopped at max_epochs while improving: epoch 3/3" in line for line in lines), lines
+    lines.clear()
+    stopping = EarlyStopping("valid_mse", mode="min", patience=0)
+    trainer = Trainer(max_epochs=200, options=options, validate=validate_mse(task), callbacks=[stopping])
+    trainer.fit(task)
+    assert trainer.stop_reason == "early_stopping" and not any("while improving" in line for line in lines)

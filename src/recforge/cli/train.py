@@ -57,7 +57,13 @@ _FLAG_KEYS = {
     "run.output_dir": "--output-dir",
     "run.seed": "--seed",
     "training.device": "--device",
+    "split.train_path": "--train-file",
+    "split.valid_path": "--valid-file",
+    "split.test_path": "--test-file",
 }
+
+
+PARTS = ("train", "valid", "test")
 
 
 def _check_flags_against_sets(flags: dict[str, Any], sets: list[str]) -> None:
@@ -67,7 +73,7 @@ def _check_flags_against_sets(flags: dict[str, Any], sets: list[str]) -> None:
         key = ".".join(path)
         if key not in flags:
             continue
-        paths = key in ("data.path", "data.data_dir", "run.output_dir")
+        paths = key in ("data.path", "data.data_dir", "run.output_dir", *(f"split.{p}_path" for p in PARTS))
         if Path(str(value)) != Path(str(flags[key])) if paths else str(value) != str(flags[key]):
             flag = _FLAG_KEYS[key]
             raise ConfigError(
@@ -89,6 +95,15 @@ def run(
     seed: Annotated[int | None, typer.Option(help="run seed (run.seed)")] = None,
     device: Annotated[str | None, typer.Option(help="training device: auto, cpu, cuda, mps (training.device)")] = None,
     nproc: Annotated[int, typer.Option("--nproc", help="train data-parallel on N local processes (torchrun)")] = 1,
+    train_file: Annotated[
+        Path | None, typer.Option("--train-file", help="predefined split: the training file (split.train_path)")
+    ] = None,
+    valid_file: Annotated[
+        Path | None, typer.Option("--valid-file", help="predefined split: the validation file (split.valid_path)")
+    ] = None,
+    test_file: Annotated[
+        Path | None, typer.Option("--test-file", help="predefined split: the test file (split.test_path)")
+    ] = None,
 ) -> None:
     """Train and evaluate one model; writes a run directory and prints the metrics.
 
@@ -102,12 +117,16 @@ def run(
     data_key = "data.dataset"
     if dataset is not None and dataset.strip().lower() not in DATASETS and looks_like_a_file(dataset):
         data_key = "data.path"  # --dataset events.csv: a file, not a registered name
+    files = {"train": train_file, "valid": valid_file, "test": test_file}
+    if any(files.values()) and split is None:
+        split = "predefined"  # --train-file/--test-file: a predefined split
     flags = {
         key: value
         for key, value in (
             (data_key, dataset),
             ("model.name", model),
             ("split.protocol", split),
+            *((f"split.{part}_path", files[part]) for part in PARTS),
             ("data.data_dir", data_dir),
             ("run.output_dir", output_dir),
             ("run.seed", seed),
@@ -138,7 +157,8 @@ def run(
     parts = [p for p in ("valid", "test") if p in result.metrics]
     names = list(result.metrics[parts[-1]]["metrics"])
     rows = [[p, result.metrics[p]["n_users"], *(result.metrics[p]["metrics"][n] for n in names)] for p in parts]
-    out.print(make_table(f"{cfg.model.name} on {cfg.data.dataset or cfg.data.path}", ["part", "users", *names], rows))
+    data = cfg.data.dataset or cfg.data.path or cfg.split.params.get("train_path")
+    out.print(make_table(f"{cfg.model.name} on {data}", ["part", "users", *names], rows))
     out.print(f"run directory: {escape(str(result.run_dir))}")
 
 

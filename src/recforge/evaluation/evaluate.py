@@ -92,10 +92,15 @@ def _model_device(model: Scorer) -> torch.device:
     return getattr(model, "device_", torch.device("cpu"))
 
 
-def _score_block(model: Scorer, part: EvalPart, rows: np.ndarray) -> tuple[torch.Tensor, sp.csr_array]:
+def _score_block(
+    model: Scorer, part: EvalPart, rows: np.ndarray, exclude: sp.csr_array | None = None
+) -> tuple[torch.Tensor, sp.csr_array]:
     history = part.history.matrix[rows]
     scores = model.score(history, rows if part.known_users else None).float()
-    return exclude_items_(scores, history), history
+    exclude_items_(scores, history)
+    if exclude is not None:
+        exclude_items_(scores, exclude[rows])
+    return scores, history
 
 
 def evaluate_ranking(
@@ -107,8 +112,13 @@ def evaluate_ranking(
     coverage: bool = False,
     progress: Callable[[int], None] | None = None,
     world: World | None = None,
+    exclude: sp.csr_array | None = None,
 ) -> EvaluationResult:
     """Full-ranking top-k evaluation of the users of ``part`` that have at least one target item.
+
+    The model scores each user from ``part.history`` (its input), whose items are removed from the ranking;
+    ``exclude`` (a users x items matrix with ``part``'s rows) removes more, e.g. the validation items when the
+    input is the training events only (:mod:`recforge.evaluation.protocol`).
 
     ``metrics`` are metric objects with a ``k`` (e.g. ``NDCG(100)``); the top ``max(k)`` is
     computed once per block. ``coverage`` adds item coverage at the largest k (an aggregate, not
@@ -125,11 +135,15 @@ def evaluate_ranking(
     device = _model_device(model)
     batch_size = batch_size or auto_batch_size(part.history.n_items, device)
     target = part.target.matrix
+    if exclude is not None:
+        exclude = sp.csr_array(exclude)
+        if exclude.shape != part.history.matrix.shape:
+            raise ValueError(f"exclude has shape {exclude.shape}, the part's history {part.history.matrix.shape}")
     values: dict[str, list[torch.Tensor]] = {m.name: [] for m in metrics}
     covered = torch.zeros(part.history.n_items, dtype=torch.bool)
     for block in _blocks(len(users), batch_size):
         rows = users[block]
-        scores, _ = _score_block(model, part, rows)
+        scores, _ = _score_block(model, part, rows, exclude)
         _, top = top_k(scores, max_k)
         block_target = target[rows]
         truth = torch.from_numpy(block_target.toarray()).to(top.device)
@@ -202,7 +216,7 @@ def evaluate_ratings(model: Any, part: EvalPart, metrics: Sequence[RatingMetric]
         raise ValueError("rating evaluation needs known users (a weak-generalisation split)")
     t = part.target
     pred = torch.as_tensor(model.predict_indices(t.user_idx, t.item_idx)).double().cpu()
-    truth = torch.from_numpy(t.values).double()
+    truth = torch.from_numpy(np.array(t.values, dtype=np.float64))  # a copy: the stored values may be read-only
     per_event = pd.DataFrame({"user": t.users.ids_of(t.user_idx), "item": t.items.ids_of(t.item_idx)})
     per_event["prediction"] = pred.numpy()
     per_event["rating"] = truth.numpy()

@@ -228,13 +228,25 @@ class BetaAnnealing(Callback):
     ``ctx.values["beta"]`` and logged per epoch.
     """
 
-    def __init__(self, beta: float = 1.0, anneal_steps: int = 0, *, schedule: Literal["scaled", "capped"] = "scaled"):
+    def __init__(
+        self,
+        beta: float = 1.0,
+        anneal_steps: int = 0,
+        *,
+        schedule: Literal["scaled", "capped"] = "scaled",
+        note: str | None = None,
+    ):
         if beta < 0 or anneal_steps < 0:
             raise ValueError("beta and anneal_steps must be >= 0")
         if schedule not in ("scaled", "capped"):
             raise ValueError(f"schedule must be 'scaled' or 'capped', got {schedule!r}")
         self.beta, self.anneal_steps, self.schedule = beta, anneal_steps, schedule
         self.current = beta if anneal_steps == 0 else 0.0
+        self.note = note
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.note:
+            trainer.log(self.note)
 
     def value_at(self, step: int) -> float:
         if self.anneal_steps == 0:

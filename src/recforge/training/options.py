@@ -68,7 +68,10 @@ class TrainingOptions:
     * ``log``: called with one line per epoch (and notices such as a discarded checkpoint): what a run
       piped to a file shows;
     * ``progress_bar``: a rich bar over epochs when on a terminal (rank 0 only);
-    * ``strategy``: several processes (:data:`Strategy`).
+    * ``strategy``: several processes (:data:`Strategy`);
+    * ``max_time``: a time budget in seconds for the epochs of this ``fit``: no epoch starts once it is spent
+      (the epoch under way finishes, so a fit may exceed it by up to one epoch and its validation); the best
+      epoch is kept as usual and the log says why training stopped.
     """
 
     device: str | torch.device = "auto"
@@ -79,8 +82,11 @@ class TrainingOptions:
     log: Callable[[str], None] | None = None
     progress_bar: bool = True
     strategy: Strategy = "auto"
+    max_time: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_time is not None and not (isinstance(self.max_time, int | float) and self.max_time > 0):
+            raise ValueError(f"max_time must be a number of seconds > 0, got {self.max_time!r}")
         if self.resume not in ("auto", "never", "strict"):
             raise ValueError(f"resume must be 'auto', 'never' or 'strict', got {self.resume!r}")
         if self.strategy not in ("auto", "single", "ddp"):

@@ -28,6 +28,7 @@ checkpoints.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ class Trainer:
         self.should_stop = False
         self.epoch = 0
         self.global_step = 0
+        #: why the last ``fit`` stopped: "early_stopping", "max_epochs" or "max_time" (None before a fit)
+        self.stop_reason: str | None = None
 
     @property
     def checkpoint_dir(self) -> Path | None:
@@ -179,21 +182,56 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
         ctx = StepContext(device=self.device)
+        started = time.perf_counter()
+        logs: dict[str, float] = {}
+        self.stop_reason = None
         for epoch in range(start_epoch, self.max_epochs):
             if self.should_stop:
                 break
             self.epoch = ctx.epoch = epoch
-            logs: dict[str, float] = {"epoch": float(epoch)}
+            logs = {"epoch": float(epoch)}
             logs.update(self._train_epoch(task, module, step_fn, scaler, ctx))
             logs.update(self._validate(module))
             for cb in self.callbacks:
                 cb.on_epoch_end(self, logs)
             self.should_stop = distributed.broadcast(self.should_stop)
             self._save_checkpoint(module, optimizers, scaler)
+            if self._out_of_time(started) and not self.should_stop and epoch + 1 < self.max_epochs:
+                self.stop_reason = "max_time"
+                self.log(
+                    f"stopped after epoch {epoch + 1}/{self.max_epochs}: the time budget of {self.options.max_time:g}s "
+                    f"(training.max_time) is spent ({time.perf_counter() - started:.1f}s)"
+                )
+                break
+        self._report_stop(logs)
         for cb in self.callbacks:
             cb.on_fit_end(self)
         module.eval()
         return module
+
+    def _out_of_time(self, started: float) -> bool:
+        """Whether ``options.max_time`` is spent (rank 0 decides, so that every rank stops after the same epoch)."""
+        if self.options.max_time is None:
+            return False
+        return bool(distributed.broadcast(time.perf_counter() - started >= self.options.max_time))
+
+    def _report_stop(self, logs: dict[str, float]) -> None:
+        """Set :attr:`stop_reason` and say when training ran out of epochs while the validation value still improved
+        (the monitored value improved in the last epoch: more epochs would probably help)."""
+        if not logs:
+            return
+        if self.stop_reason is None:
+            self.stop_reason = "early_stopping" if self.should_stop else "max_epochs"
+        if self.stop_reason != "max_epochs":
+            return
+        epoch = int(logs["epoch"])
+        improving = logs.get("patience") == 0.0 if "patience" in logs else logs.get("best_epoch") == float(epoch)
+        if improving and ("patience" in logs or "best_epoch" in logs):
+            self.log(
+                f"stopped at max_epochs while improving: epoch {epoch + 1}/{self.max_epochs} was the best so far on "
+                "validation; more epochs would probably help (raise model.max_epochs, or bound the time with "
+                "training.max_time)"
+            )
 
     def _train_epoch(
         self,

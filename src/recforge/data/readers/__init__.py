@@ -4,9 +4,10 @@ Every reader returns a :class:`RawDataset`: an ``interactions`` frame with raw i
 ``item_info`` / ``user_info`` frames indexed by raw id. Column conventions of ``interactions``:
 
 ``user``, ``item``
-    raw ids: ``int64`` where the format defines integer ids (MovieLens, Last.fm) or a column holds only
-    canonical integers (Goodreads CSV, generic tables), else ``str`` exactly as written (Amazon,
-    Goodreads JSON, MSD, any id column with one non-integer id). Never floats, never bytes.
+    raw ids: ``int64`` where the official format defines integer ids (MovieLens, Last.fm; the Goodreads
+    CSV when a column holds only canonical integers), else ``str`` exactly as written: Amazon, Goodreads
+    JSON, MSD and every file read by :func:`read_table` (``0012`` and ``12`` are two ids, ``0001234567``
+    keeps its zeros) unless the user asks for integers (``ids="int"``). Never floats, never bytes.
 ``rating`` (float32, optional)
     an explicit rating as given by the source (1-5, 0.5-5.0, Goodreads 0 = "no rating"); always finite.
 ``weight`` (float32, optional)
@@ -29,7 +30,8 @@ mislabelled (``.gz``) file, binary data, ``inf``/``NaN``/out-of-range numbers an
 raises :class:`PermissionError` naming it. Text is UTF-8; a file that is not valid UTF-8 is decoded as
 Latin-1 (ISO-8859-1, which keeps every byte; formats whose official files are Latin-1 say so, others
 warn), except JSON, which must be UTF-8. One module per source family: :mod:`.movielens`,
-:mod:`.lastfm`, :mod:`.json_lines` (Amazon, Goodreads), :mod:`.tables` (generic tables, MSD triplets);
+:mod:`.lastfm`, :mod:`.json_lines` (Amazon, Goodreads), :mod:`.tables` (generic tables, MSD triplets),
+:mod:`.msd` (the MSD taste profile folder with its Last.fm song tags);
 the shared checks are in :mod:`._base`.
 """
 
@@ -46,6 +48,7 @@ from recforge.data.readers.movielens import (
     read_movielens_100k_fold,
     read_movielens_csv,
 )
+from recforge.data.readers.msd import read_lastfm_msd_tags, read_msd_taste_profile
 from recforge.data.readers.tables import read_playcount_triplets, read_table
 
 __all__ = [
@@ -55,11 +58,13 @@ __all__ = [
     "read_amazon_reviews",
     "read_goodreads",
     "read_lastfm_hetrec",
+    "read_lastfm_msd_tags",
     "read_movielens_1m",
     "read_movielens_10m",
     "read_movielens_100k",
     "read_movielens_100k_fold",
     "read_movielens_csv",
+    "read_msd_taste_profile",
     "read_playcount_triplets",
     "read_table",
 ]

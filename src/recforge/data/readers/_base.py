@@ -9,9 +9,12 @@ Nothing here knows a dataset format. The rules it enforces for every reader:
   byte to one character, so nothing is lost (a warning names the file where UTF-8 was expected);
 * ratings and weights must be finite numbers that fit a float32 (``inf``, ``NaN``, ``1e39`` are
   refused with the file, line and field);
-* an id column whose values are all integers written canonically (no sign but ``-``, no leading zero,
-  within int64) is read as int64; any other id column is read as the strings written in the file
-  (never as floats), so ``6.5`` stays ``"6.5"`` and ``99999999999999999999`` stays exact.
+* ids are never floats. A file that is not a registered dataset's official format (``read_table``, the JSON
+  lines readers, MSD triplets) keeps its ids exactly as written, as strings (``0012`` and ``12`` are two ids,
+  ``0001234567`` keeps its zeros), unless the user asks for integers (``ids="int"``, :data:`IdType`); the
+  official formats that define integer ids (MovieLens, Last.fm, the Goodreads CSV) read an id column whose
+  values are all integers written canonically (no sign but ``-``, no leading zero, within int64) as int64 and
+  any other as the strings written (``ids="auto"``).
 """
 
 from __future__ import annotations
@@ -398,12 +401,65 @@ def finite_float32(column: pa.ChunkedArray | pa.Array) -> bool:
 # ---------------------------------------------------------------------------------------- ids
 
 
-def normalise_ids(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """int64 when every id is a canonical integer (or an integral number) within int64, else the strings as written.
+IdType = str
+"""How a reader types an id column: ``"str"`` (the text exactly as written: the default of every file that is not a
+registered dataset's official format), ``"int"`` (integers, asked for by the user: ``0012`` becomes 12, anything
+that is not an integer is refused) or ``"auto"`` (int64 when every id is a canonical integer, else the text as
+written: the official formats that define integer ids, and recforge's behaviour before issue 20)."""
 
-    Floats (Parquet) that are all integral become int64; others become their decimal text. Never floats.
+ID_TYPES = ("str", "int", "auto")
+_INT_ID = r"^\s*[-+]?[0-9]+\s*$"
+
+
+class IdTypeError(ValueError):
+    """An id that cannot have the asked type (``ids="int"``); ``row`` is its 0-based record."""
+
+    def __init__(self, row: int, problem: str):
+        self.row, self.problem = row, problem
+        super().__init__(f"row {row}: {problem}")
+
+
+def normalise_ids(column: pa.ChunkedArray, ids: IdType = "auto") -> pa.ChunkedArray:
+    """An id column typed as ``ids`` says (:data:`IdType`); never floats.
+
+    ``"auto"``: int64 when every id is a canonical integer (or an integral number) within int64, else the strings as
+    written; Parquet floats that are all integral become int64, others their decimal text. ``"str"``: text; text
+    columns are returned untouched, numbers (Parquet) become their decimal text (integral floats without ``.0``).
+    ``"int"``: int64; text must be integers (leading zeros, a sign and surrounding blanks allowed), floats
+    integral, else :class:`IdTypeError` with the row of the first id that is not an integer.
     """
     t = column.type
+    if ids == "str":
+        if pa.types.is_string(t):
+            return column
+        if pa.types.is_floating(t):
+            integral = pc.equal(pc.floor(column), column)
+            as_int = pc.cast(pc.if_else(integral, column, pa.scalar(0.0, t)), pa.int64(), safe=False)
+            return pc.if_else(integral, pc.cast(as_int, pa.string()), pc.cast(column, pa.string()))
+        return pc.cast(column, pa.string())
+    if ids == "int":
+        if pa.types.is_integer(t):
+            if pa.types.is_unsigned_integer(t) and len(column) and (pc.max(column).as_py() or 0) > INT64_MAX:
+                raise IdTypeError(_first_row(pc.greater(column, INT64_MAX)), "id above the 64-bit integer range")
+            return pc.cast(column, pa.int64())
+        if pa.types.is_floating(t):
+            bad = pc.or_(pc.not_equal(pc.floor(column), column), pc.greater_equal(pc.abs(column), 2.0**63))
+            if pc.any(bad).as_py():
+                row = _first_row(bad)
+                raise IdTypeError(row, f"{column[row].as_py()!r} is not an integer id")
+            return pc.cast(column, pa.int64())
+        text = pc.cast(column, pa.string()) if not pa.types.is_string(t) else column
+        bad = pc.invert(pc.match_substring_regex(text, _INT_ID))
+        if pc.any(bad).as_py():
+            row = _first_row(bad)
+            raise IdTypeError(row, f"{text[row].as_py()!r} is not an integer id (ids = 'int' asks for integers)")
+        stripped = pc.replace_substring_regex(pc.utf8_trim_whitespace(text), r"^\+", "")
+        try:
+            return pc.cast(stripped, pa.int64())
+        except pa.ArrowInvalid:
+            values = stripped.to_pylist()
+            row = next(i for i, v in enumerate(values) if not INT64_MIN <= int(v) <= INT64_MAX)
+            raise IdTypeError(row, f"{text[row].as_py()!r} is outside the 64-bit integer range") from None
     if pa.types.is_integer(t):
         if pa.types.is_unsigned_integer(t) and len(column) and (pc.max(column).as_py() or 0) > INT64_MAX:
             return pc.cast(column, pa.string())
@@ -423,6 +479,10 @@ def normalise_ids(column: pa.ChunkedArray) -> pa.ChunkedArray:
                 return pc.cast(column, pa.int64())
         return column
     return pc.cast(column, pa.string())
+
+
+def _first_row(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.index(mask, True).as_py())
 
 
 def missing_ids(column: pa.ChunkedArray) -> int | None:

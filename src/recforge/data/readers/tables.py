@@ -13,8 +13,11 @@ import pyarrow.csv as pacsv
 from recforge.data.readers import _base
 from recforge.data.readers._base import (
     FLOAT32_MAX,
+    ID_TYPES,
     INT64_MAX,
     DataFormatError,
+    IdType,
+    IdTypeError,
     RawDataset,
     arrow_stream,
     check_value,
@@ -54,19 +57,28 @@ def read_playcount_triplets(path: str | Path, *, name: str | None = None) -> Raw
 
 
 def _sniff_sep(path: Path) -> str:
+    """The most frequent of tab, comma, semicolon and bar in the first line; else a space when it has one
+    (FilmTrust's ``ratings.txt``: ``user item rating``); else a comma."""
     line = first_line(path)
     counts = {sep: line.count(sep) for sep in ("\t", ",", ";", "|")}
     best = max(counts, key=lambda s: counts[s])
-    return best if counts[best] else ","
+    if counts[best]:
+        return best
+    return " " if " " in line.strip() else ","
 
 
 LineOf = Callable[[int], "int | None"]
 
 
-def table_columns(path: str | Path, sep: str | None = None) -> list[str]:
+def table_columns(
+    path: str | Path, sep: str | None = None, *, header: bool = True, columns: Sequence[str] | None = None
+) -> list[str]:
     """The column names of a table :func:`read_table` reads: the header line of a CSV/TSV (``.gz``/``.bz2``
-    too; separator by suffix, ``sep`` or sniffed) or a Parquet schema. Errors name the file."""
+    too; separator by suffix, ``sep`` or sniffed) or a Parquet schema; for a file without a header line,
+    ``columns`` or the positions ``"1"``, ``"2"``, ... Errors name the file."""
     path = need_input(Path(path), "table", "table_columns")
+    if columns is not None:
+        return [str(c) for c in columns]
     stem = strip_compression(path.name).lower()
     if stem.endswith((".parquet", ".pq")):
         import pyarrow.parquet as pq
@@ -75,7 +87,8 @@ def table_columns(path: str | Path, sep: str | None = None) -> list[str]:
             return list(pq.read_schema(path).names)
     if sep is None:
         sep = _separator(path, stem)
-    return [c.strip() for c in header_fields(path, sep)]
+    fields = [c.strip() for c in header_fields(path, sep)]
+    return fields if header else [str(i) for i in range(1, len(fields) + 1)]
 
 
 def _separator(path: Path, stem: str) -> str:
@@ -85,27 +98,34 @@ def _separator(path: Path, stem: str) -> str:
 def read_table(
     path: str | Path,
     *,
-    user_col: str,
-    item_col: str,
-    rating_col: str | None = None,
-    timestamp_col: str | None = None,
-    weight_col: str | None = None,
+    user_col: str | int,
+    item_col: str | int,
+    rating_col: str | int | None = None,
+    timestamp_col: str | int | None = None,
+    weight_col: str | int | None = None,
     sep: str | None = None,
-    extra_cols: Sequence[str] = (),
+    extra_cols: Sequence[str | int] = (),
     name: str | None = None,
+    ids: IdType = "str",
+    header: bool | None = None,
+    columns: Sequence[str] | None = None,
 ) -> RawDataset:
-    """Any CSV/TSV (with a header line, optionally ``.gz``/``.bz2``) or Parquet file, with a column mapping.
+    """Any CSV/TSV (optionally ``.gz``/``.bz2``) or Parquet file, with a column mapping.
 
     The format follows the suffix: ``.parquet``/``.pq``; ``.csv`` (``,``); ``.tsv``/``.tab`` (tab);
-    otherwise ``sep`` or a separator sniffed from the header line. ``extra_cols`` are kept under their
-    own names.
+    otherwise ``sep`` or a separator sniffed from the first line (tab, comma, semicolon, bar, else a space).
+    ``extra_cols`` are kept under their own names.
 
-    * Ids: a user or item column whose values are all integers written canonically (``-`` the only
-      sign, no leading zero, within the int64 range) becomes int64; any other id column keeps the
-      ids exactly as written, as strings -- one id like ``6.5`` or ``99999999999999999999`` makes the
-      whole column text (never floats, so nothing is rounded and ``1`` stays distinct from ``1.0``).
-      Parquet integer ids stay integers, integral float ids become int64, other floats their text.
-      Empty ids and null markers (``NA``, ``null``, ...) are refused.
+    * Header: by default the first line names the columns. A file without one (FilmTrust's space-separated
+      ``ratings.txt``) is read with ``columns=["user", "item", "rating"]`` (its names, in order; ``header=True``
+      as well replaces the names of a header line), or with ``header=False`` alone, when the columns are named by
+      their 1-based positions: ``user_col=1`` (or ``"1"``), ``item_col=2``.
+    * Ids (``ids``): by default (``"str"``) exactly as written, as strings, whatever they look like: ``0012`` and
+      ``12`` are two ids and ``0001234567`` keeps its zeros, so recommended ids always match the file (Parquet
+      numbers become their decimal text, integral floats without ``.0``). ``ids="int"`` asks for integers
+      (``0012`` is 12; an id that is not an integer is refused naming its line); ``ids="auto"`` is the former
+      inference: int64 when every id of the column is a canonical integer, else the text. Empty ids and null
+      markers (``NA``, ``null``, ...) are refused. Files of one split (train, valid, test) must be read alike.
     * ``rating`` and ``weight`` become float32 and must be finite numbers within the float32 range:
       ``inf``, ``-inf``, ``NaN``, ``1e39`` are refused with a :class:`DataFormatError` naming the
       file, the line (Parquet: the row) and the column.
@@ -115,18 +135,25 @@ def read_table(
       a warning, so ids are always str, never bytes.
     """
     path = need_input(Path(path), "table", "read_table")
+    if ids not in ID_TYPES:
+        raise ValueError(f"ids must be one of {', '.join(map(repr, ID_TYPES))}, got {ids!r}")
+    if header is None:
+        header = columns is None
+    user_col, item_col = str(user_col), str(item_col)
     mapping = {"user": user_col, "item": item_col}
     for target, col in (("rating", rating_col), ("weight", weight_col), ("timestamp", timestamp_col)):
         if col is not None:
-            mapping[target] = col
+            mapping[target] = str(col)
     for col in extra_cols:
-        mapping.setdefault(col, col)
+        mapping.setdefault(str(col), str(col))
     wanted = list(dict.fromkeys(mapping.values()))
     id_cols = {user_col, item_col}
     stem = strip_compression(path.name).lower()
 
     line_of: LineOf
     if stem.endswith((".parquet", ".pq")):
+        if columns is not None or not header:
+            raise ValueError("columns and header apply to CSV/TSV files: a Parquet file names its columns itself")
         table = _read_parquet(path, wanted)
 
         def line_of(row: int) -> int | None:
@@ -137,13 +164,27 @@ def read_table(
             sep = _separator(path, stem)
         if not sep or "\n" in sep or "\r" in sep or '"' in sep:
             raise ValueError(f"sep must be a non-empty separator without quotes or line breaks, got {sep!r}")
-        columns = [c.strip() for c in header_fields(path, sep)]
-        _check_mapping(path, wanted, columns)
-        table, encoding = _read_delimited(path, columns, wanted, id_cols, sep)
+        found = [c.strip() for c in header_fields(path, sep)]
+        if columns is not None:
+            names = [str(c) for c in columns]
+            if any(f for f in found) and len(names) != len(found):
+                where = "its header line" if header else "its first line"
+                raise DataFormatError(
+                    path,
+                    f"{len(names)} column names given ({', '.join(names)}) but {where} has {len(found)} fields "
+                    f"separated by {sep!r}",
+                    line=1,
+                )
+        elif header:
+            names = found
+        else:
+            names = [str(i) for i in range(1, len(found) + 1)] if any(found) else []
+        _check_mapping(path, wanted, names, header=header and columns is None)
+        table, encoding = _read_delimited(path, names, wanted, id_cols, sep, header=header)
         quoted = len(sep) == 1
 
         def line_of(row: int) -> int | None:
-            return line_of_record(path, row, sep=sep, quoted=quoted, header=True, encoding=encoding)
+            return line_of_record(path, row, sep=sep, quoted=quoted, header=header, encoding=encoding)
 
     frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
     for target, col in mapping.items():
@@ -155,9 +196,11 @@ def read_table(
                 problem = "missing value" if shown is None else f"missing value ({shown!r})"
                 raise _bad(path, col, row, line_of, f"{problem}: an id is required")
             try:
-                values = normalise_ids(column).to_pandas()
+                values = normalise_ids(column, ids).to_pandas()
             except pa.ArrowException as exc:
                 raise DataFormatError(path, f"cannot use the {column.type} values as ids ({exc})", field=col) from None
+            except IdTypeError as exc:  # ids="int" and an id that is not an integer
+                raise _bad(path, col, exc.row, line_of, exc.problem) from None
         else:
             values = column.to_pandas()
             if target in ("rating", "weight"):
@@ -192,7 +235,7 @@ def _read_parquet(path: Path, wanted: list[str]) -> pa.Table:
 
 
 def _read_delimited(
-    path: Path, columns: list[str], wanted: list[str], id_cols: set[str], sep: str
+    path: Path, columns: list[str], wanted: list[str], id_cols: set[str], sep: str, *, header: bool = True
 ) -> tuple[pa.Table, str]:
     """The ``wanted`` columns (id columns as text); also the encoding used (utf-8, or latin-1 as fallback)."""
     duplicated = sorted({c for c in columns if columns.count(c) > 1 and c in wanted})
@@ -214,7 +257,7 @@ def _read_delimited(
                 table = pacsv.read_csv(
                     source,
                     read_options=pacsv.ReadOptions(
-                        column_names=names, skip_rows=1, block_size=1 << 24, encoding=encoding
+                        column_names=names, skip_rows=1 if header else 0, block_size=1 << 24, encoding=encoding
                     ),
                     parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if quoted else False),
                     convert_options=pacsv.ConvertOptions(
@@ -225,7 +268,7 @@ def _read_delimited(
             if "invalid UTF8" in str(exc) and encoding == "utf-8":
                 continue
             fields = [(c, "any") for c in columns]
-            located = locate_error(path, fields, sep=sep, quoted=quoted, header=True, encoding=encoding)
+            located = locate_error(path, fields, sep=sep, quoted=quoted, header=header, encoding=encoding)
             raise located or DataFormatError(path, str(exc)) from None
         if encoding == "utf-8" and any(
             pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema
@@ -237,14 +280,21 @@ def _read_delimited(
     raise AssertionError("unreachable: Latin-1 decodes any bytes")
 
 
-def _check_mapping(path: Path, wanted: Iterable[str], columns: Sequence[str]) -> None:
+def _check_mapping(path: Path, wanted: Iterable[str], columns: Sequence[str], *, header: bool = True) -> None:
     missing = [c for c in wanted if c not in columns]
     if missing and not any(columns):
-        raise DataFormatError(path, "the file is empty: no header line naming its columns", line=1)
+        what = "no header line naming its columns" if header else "no first line to count its columns"
+        raise DataFormatError(path, f"the file is empty: {what}", line=1)
     if missing:
         shown = ", ".join(map(repr, columns[:50])) + (f", ... ({len(columns)} columns)" if len(columns) > 50 else "")
+        hint = (
+            ""
+            if not header
+            else "; a file without a header line: give data.columns (its column names) or data.header=false "
+            "(columns named by position, 1, 2, ...)"
+        )
         raise DataFormatError(
-            path, f"column(s) {', '.join(map(repr, missing))} not found; the file has columns {shown}"
+            path, f"column(s) {', '.join(map(repr, missing))} not found; the file has columns {shown}{hint}"
         )
 
 

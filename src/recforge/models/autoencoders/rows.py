@@ -28,11 +28,11 @@ from recforge.models.autoencoders.losses import (
     weight_penalty,
 )
 from recforge.models.autoencoders.networks import AutoencoderNet
-from recforge.models.autoencoders.params import DropoutRate, HiddenDims, NonNegative, RowParams
+from recforge.models.autoencoders.params import DropoutRate, HiddenDims, NonNegative, RowParams, annealing
 from recforge.models.neural import TorchRecommender
 from recforge.models.optim import adam
 from recforge.models.params import NonNegativeInt, PositiveInt, hyperparameters
-from recforge.training.callbacks import BetaAnnealing, Callback
+from recforge.training.callbacks import Callback
 from recforge.training.trainer import Losses, StepContext
 
 
@@ -46,7 +46,7 @@ class _RowAutoencoder(RowParams, TorchRecommender):
     normalize_input: ClassVar[bool] = False
 
     beta: float
-    anneal_steps: int
+    anneal_steps: int | None
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:
         """The negative log-likelihood of the target rows (per model family)."""
@@ -79,7 +79,8 @@ class _RowAutoencoder(RowParams, TorchRecommender):
     def extra_callbacks(self) -> list[Callback]:
         if not self.variational:
             return []
-        return [BetaAnnealing(self.beta, self.anneal_steps, schedule="capped")]
+        planned = self.max_epochs * len(self._sampler) if self.anneal_steps is None else 0
+        return [annealing(self.beta, self.anneal_steps, planned)]
 
     def batches(self, rng: np.random.Generator, device: torch.device) -> Iterable[Any]:
         for _, rows in self._sampler(rng):
@@ -210,9 +211,12 @@ class MultiVAE(_RowAutoencoder):
     with :math:`\tilde{x}_u = \operatorname{dropout}_{0.5}(x_u / \lVert x_u\rVert_2)`, encoder
     [I-600-(200 mu, 200 log-variance)], decoder [200-600-I], tanh, one reparameterised sample
     :math:`z_u = \mu_u + \sigma_u\odot\epsilon` per step, and vae_cf's schedule
-    :math:`\beta_t = \min(\beta, t / \text{anneal\_steps})` (cap 0.2, 200,000 updates: on a small data
-    set beta stays near 0 for the whole training, as it would in vae_cf). ``l2`` is 0 as in vae_cf's
-    Mult-VAE. Scores use :math:`z = \mu`.
+    :math:`\beta_t = \min(\beta, t / \text{anneal\_steps})` with cap ``beta = 0.2``. ``anneal_steps = None``
+    (the default) derives it from the planned number of updates, so that beta reaches its cap after 80% of
+    ``max_epochs`` x updates per epoch (:func:`~recforge.models.autoencoders.params.derived_anneal_steps`: about
+    vae_cf's 200,000 on ML-20M; with a fixed 200,000 beta would stay below 0.002 on ML-100K); give a number for
+    vae_cf's fixed schedule (``anneal_steps=200000``). ``l2`` is 0 as in vae_cf's Mult-VAE. Scores use
+    :math:`z = \mu`.
     """
 
     name: ClassVar[str] = "multivae"
@@ -221,7 +225,7 @@ class MultiVAE(_RowAutoencoder):
 
     dropout: DropoutRate = 0.5
     beta: NonNegative = 0.2
-    anneal_steps: NonNegativeInt = 200_000
+    anneal_steps: NonNegativeInt | None = None
     max_epochs: PositiveInt = 200
 
     def reconstruction_loss(self, logits: torch.Tensor, target: SparseRows) -> torch.Tensor:

@@ -7,6 +7,7 @@ loss and how a history's order is chosen at scoring time.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -20,11 +21,11 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import Sequences, pad_sequences
 from recforge.models.autoencoders.losses import gaussian_kl, next_k_nll
 from recforge.models.autoencoders.networks import xavier_linear
-from recforge.models.autoencoders.params import AutoencoderParams, NonNegative
+from recforge.models.autoencoders.params import AutoencoderParams, NonNegative, annealing
 from recforge.models.neural import TorchRecommender
 from recforge.models.optim import adam
 from recforge.models.params import NonNegativeInt, PositiveInt, hyperparameters
-from recforge.training.callbacks import BetaAnnealing, Callback
+from recforge.training.callbacks import Callback
 from recforge.training.trainer import Losses, StepContext
 
 
@@ -84,11 +85,13 @@ class SVAE(AutoencoderParams, TorchRecommender):
               + \beta_t\,\mathrm{KL}\bigl(q(z_{ut}\mid h_{ut})\,\Vert\,\mathcal{N}(0, I)\bigr)\Bigr)
 
     (svae_cf sums over one user's steps with batch size 1; the mean over the batch's steps is that up to
-    a constant per batch). :math:`\beta_t = \min(\beta, t/\text{anneal\_steps})` as in svae_cf, ``l2`` is
-    Adam's weight decay (svae_cf: 5e-3).
+    a constant per batch). :math:`\beta_t = \min(\beta, t/\text{anneal\_steps})` as in svae_cf, with
+    ``anneal_steps`` derived from the planned updates by default (``None``: the cap is reached after 80% of them,
+    see :func:`~recforge.models.autoencoders.params.derived_anneal_steps`; svae_cf's fixed 200,000 is
+    ``anneal_steps=200000``); ``l2`` is Adam's weight decay (svae_cf: 5e-3).
 
     **Order of a history.** Training uses each training user's events in time order (``Interactions``
-    keeps them sorted by user then timestamp; without timestamps, event order), the last ``max_length``
+    keeps them sorted by user then timestamp; without timestamps, event order, with a warning), the last ``max_length``
     of each. :meth:`score` predicts from the state after the last item of the history: for known users
     (``users`` given) the history's items are taken in the order of that user's stored training sequence
     (repeats kept), followed by the history's items absent from it (events after training, e.g. the
@@ -109,19 +112,28 @@ class SVAE(AutoencoderParams, TorchRecommender):
     next_k: PositiveInt = 4
     max_length: PositiveInt = 200
     beta: NonNegative = 0.2
-    anneal_steps: NonNegativeInt = 200_000
+    anneal_steps: NonNegativeInt | None = None
     max_epochs: PositiveInt = 25
     batch_size: PositiveInt = 64
     patience: NonNegativeInt = 5
 
     # ------------------------------------------------------------------ training
     def _prepare(self, train: Interactions) -> None:
+        if train.timestamps is None:
+            warnings.warn(
+                "SVAE: the training data has no timestamps, so each user's sequence is the order of the events in "
+                "the file; give a timestamp column (data.timestamp_col) if that order is not the time order",
+                UserWarning,
+                stacklevel=4,
+            )
         data = train.sorted()
         self.sequence_indptr_ = np.searchsorted(data.user_idx, np.arange(data.n_users + 1)).astype(np.int64)
         self.sequence_items_ = data.item_idx.astype(np.int64)
         keep = np.diff(self.sequence_indptr_)[data.user_idx] >= 2  # a step needs a next item
         if not keep.any():
             raise ValueError("SVAE needs at least one training user with two or more events")
+        n_sequences = int((np.diff(self.sequence_indptr_) >= 2).sum())
+        self._batches_per_epoch = -(-n_sequences // self.batch_size)
         self._sampler = Sequences(
             data.user_idx[keep],
             data.item_idx[keep],
@@ -141,7 +153,8 @@ class SVAE(AutoencoderParams, TorchRecommender):
         return SVAENet(len(self.items_), self.embedding_dim, self.rnn_dim, self.hidden_dim, self.latent_dim)
 
     def extra_callbacks(self) -> list[Callback]:
-        return [BetaAnnealing(self.beta, self.anneal_steps, schedule="capped")]
+        planned = self.max_epochs * self._batches_per_epoch if self.anneal_steps is None else 0
+        return [annealing(self.beta, self.anneal_steps, planned)]
 
     def batches(self, rng: np.random.Generator, device: torch.device) -> Iterator[Any]:
         for _, padded, _ in self._sampler(rng):
