@@ -23,6 +23,7 @@ from recforge.models.registry import load_model
 from recforge.models.text import TextBiasedMF, TextItem, TextMF, TextProfileRating, TextRating
 from recforge.models.text.common import negative_sampling_loss
 from recforge.testing import Planted, RecommenderContract
+from recforge.training.trainer import StepContext
 
 COMMON = ["the", "it", "and", "is", "good"]
 
@@ -118,7 +119,7 @@ def test_text_rating_reads_the_sentiment(cls, tmp_path):
     data = sentiment_data()
     model = cls(learning_rate=0.05, max_epochs=15, batch_size=32, embedding_dim=8).fit(data)
     pred = model.predict_reviews(
-        ["superb the it", "awful and is", "meh good"],
+        ["superb the it and is", "awful and is the it", "meh good the it and"],  # shaped like the training reviews
         user_ids=data.users.ids[:3],
         item_ids=data.items.ids[:3],
     )
@@ -297,7 +298,7 @@ def test_cli_run_on_a_json_file_and_words(planted, tmp_path, monkeypatch, capsys
         monkeypatch, capsys, *args, "--output-dir", str(tmp_path / "runs"), *[a for p in params for a in ("--set", p)]
     )
     assert code == 0, err
-    run_dir = next(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if (p / "config.json").is_file())
     item = str(planted.train.items.ids[0])
     code, out, err = cli(monkeypatch, capsys, "words", str(run_dir), item, "-k", "5", "--json")
     assert code == 0, err
@@ -355,3 +356,28 @@ def test_text_profiles_as_hybrid_neumf_item_embeddings(planted, tmp_path):
     model = HybridNeuMF(item_embeddings=str(path), embedding_dim=4, layers=(8, 4), max_epochs=2).fit(data)
     assert model.item_embedding_coverage_ == 1.0
     assert torch.allclose(model.module_.item_features.cpu(), torch.from_numpy(table))
+
+
+def test_lazy_adam_step_equals_autograd_and_adam():
+    """From fresh moments one hand-written step equals autograd + torch's Adam (rows without gradient do not move
+    under Adam's first step either), for the text, the profiles and the L2 term."""
+    import copy
+
+    data = sentiment_data(n=200)
+    model = TextProfileRating(embedding_dim=6, profile_dim=3, l2=0.5, batch_size=16, max_epochs=1).fit(data)
+    model._prepare(data)
+    batch = next(iter(model.batches(np.random.default_rng(3), torch.device("cpu"))))
+    lazy, ref = copy.deepcopy(model.module_), copy.deepcopy(model.module_)
+    model.__dict__.pop("moments_", None)
+    with torch.no_grad():
+        out = model._lazy_adam_step(lazy, batch, step=1)
+    model.optimizer = "adam"
+    optimizer = torch.optim.Adam(ref.parameters(), lr=model.learning_rate)
+    losses = model.training_step(ref, batch, StepContext())
+    losses["loss"].backward()
+    optimizer.step()
+    assert float(out["mse"]) == pytest.approx(float(losses["mse"]), rel=1e-5)
+    for name, param in lazy.named_parameters():
+        torch.testing.assert_close(param, dict(ref.named_parameters())[name], rtol=1e-5, atol=1e-7, msg=name)
+    moved = (lazy.words.weight != model.module_.words.weight).any(1)
+    assert 0 < int(moved.sum()) < len(moved)  # only the batch's words moved

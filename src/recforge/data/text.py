@@ -228,12 +228,12 @@ class Vocabulary:
         flat, _ = _flat_tokens(texts, tokenizer)
         if len(flat) == 0:
             return cls([], tokenizer=tokenizer, counts=[])
-        uniques, first, inverse = np.unique(flat.astype(str), return_index=True, return_inverse=True)
-        counts = np.bincount(inverse.ravel(), minlength=len(uniques))
-        order = np.lexsort((first, -counts))  # most common first, ties by first occurrence
+        counted = pd.Series(flat, dtype=object).value_counts(sort=False)  # hashed; in first-occurrence order
+        uniques, counts = counted.index.to_numpy(dtype=object), counted.to_numpy(dtype=np.int64)
+        order = np.argsort(-counts, kind="stable")  # most common first, ties by first occurrence
         order = order[skip_most_common : skip_most_common + max_words]
         order = order[counts[order] >= min_count]
-        return cls(uniques[order].tolist(), tokenizer=tokenizer, counts=counts[order].tolist())
+        return cls([str(w) for w in uniques[order]], tokenizer=tokenizer, counts=counts[order].tolist())
 
     def __len__(self) -> int:
         """Size of the index space: the words plus padding and unknown."""
@@ -250,7 +250,10 @@ class Vocabulary:
 
     def index(self, words: Sequence[str]) -> np.ndarray:
         """Indices of ``words`` (1 for unknown ones)."""
-        pos = self._index.get_indexer(pd.Index(np.asarray(list(words), dtype=object).astype(str)))
+        values = (
+            words if isinstance(words, np.ndarray) and words.dtype == object else np.asarray(list(words), dtype=object)
+        )
+        pos = self._index.get_indexer(pd.Index(values, dtype=object, copy=False))
         return np.where(pos >= 0, pos + 2, UNKNOWN).astype(np.int64)
 
     def word(self, indices: Iterable[int]) -> list[str]:

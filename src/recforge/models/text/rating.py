@@ -13,7 +13,7 @@ saved like every model (weights + the vocabulary as JSON in ``config.json``); th
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,7 +25,7 @@ from recforge.data.interactions import Interactions
 from recforge.data.text import PAD, TokenArrays, review_texts
 from recforge.models.neural import TorchRecommender
 from recforge.models.optim import adam
-from recforge.models.params import NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
+from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
 from recforge.models.rating import check_ratings
 from recforge.models.text.common import ReviewTextState, VocabularyParams, epoch_order
 from recforge.training.trainer import Losses, StepContext
@@ -41,19 +41,29 @@ _PREDICT_CHUNK = 8192
 
 class BagRatingModule(nn.Module):
     r""":math:`\hat r = w^\top [\bar e_{\text{review}}; P_u; Q_i] + b`: the mean of the review's word embeddings
-    (EmbeddingBag), optionally with user and item embeddings concatenated, through one linear layer."""
+    (EmbeddingBag), optionally with user and item embeddings concatenated, through one linear layer.
 
-    def __init__(self, vocab_size: int, dim: int, *, n_users: int, n_items: int, profile_dim: int, mean: float):
+    The layer :math:`[w; b]` is kept as a one-row table so that, with ``sparse``, every parameter has sparse
+    gradients (one lazy-Adam optimiser, :class:`torch.optim.SparseAdam`, then updates only the rows a batch used).
+    """
+
+    def __init__(
+        self, vocab_size: int, dim: int, *, n_users: int, n_items: int, profile_dim: int, mean: float, sparse: bool
+    ):
         super().__init__()
-        self.words = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=PAD)
+        self.words = nn.EmbeddingBag(vocab_size, dim, mode="mean", padding_idx=PAD, sparse=sparse)
         self.profile_dim = profile_dim
         if profile_dim:
-            self.users = nn.Embedding(n_users, profile_dim)
-            self.items = nn.Embedding(n_items, profile_dim)
+            self.users = nn.Embedding(n_users, profile_dim, sparse=sparse)
+            self.items = nn.Embedding(n_items, profile_dim, sparse=sparse)
             nn.init.normal_(self.users.weight, 0.0, 0.1)
             nn.init.normal_(self.items.weight, 0.0, 0.1)
-        self.to_rating = nn.Linear(dim + 2 * profile_dim, 1)
-        nn.init.constant_(self.to_rating.bias, float(mean))
+        width = dim + 2 * profile_dim
+        self.head = nn.Embedding(1, width + 1, sparse=sparse)  # [w; b], initialised as nn.Linear
+        bound = 1.0 / width**0.5
+        nn.init.uniform_(self.head.weight, -bound, bound)
+        with torch.no_grad():
+            self.head.weight[0, -1] = float(mean)
 
     def forward(
         self, tokens: torch.Tensor, offsets: torch.Tensor, users: torch.Tensor, items: torch.Tensor
@@ -61,7 +71,39 @@ class BagRatingModule(nn.Module):
         x = self.words(tokens, offsets)
         if self.profile_dim:
             x = torch.cat([x, self.users(users), self.items(items)], dim=1)
-        return self.to_rating(x)[:, 0]
+        head = self.head(torch.zeros(1, dtype=torch.long, device=x.device))[0]
+        return x @ head[:-1] + head[-1]
+
+
+def _lazy_adam_(
+    param: torch.Tensor,
+    moments: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    rows: torch.Tensor | None,
+    grad: torch.Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> None:
+    """Adam on the rows ``rows`` of ``param`` (every row when None) given one gradient row per entry of ``rows``
+    (repeated rows summed first); the moments of the other rows are untouched (SparseAdam's rule)."""
+    if rows is not None:
+        rows, inverse = torch.unique(rows, return_inverse=True)
+        grad = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device).index_add_(
+            0, inverse, grad
+        )
+    if id(param) not in moments:
+        moments[id(param)] = (torch.zeros_like(param), torch.zeros_like(param))
+    m_all, v_all = moments[id(param)]
+    b1, b2 = betas
+    m = (m_all if rows is None else m_all[rows]).mul_(b1).add_(grad, alpha=1.0 - b1)
+    v = (v_all if rows is None else v_all[rows]).mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+    update = m / (v / (1.0 - b2**step)).sqrt_().add_(eps) * (-lr / (1.0 - b1**step))
+    if rows is None:
+        param.add_(update)
+    else:
+        m_all[rows], v_all[rows] = m, v
+        param.index_add_(0, rows, update)
 
 
 @hyperparameters
@@ -74,9 +116,12 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
 
     :math:`E` is a word embedding table of ``embedding_dim`` columns over the vocabulary (built on the training
     reviews: ``max_words``, ``skip_most_common``, ``tokenizer``); :math:`T` the review's in-vocabulary and unknown
-    tokens (an empty review is the zero vector); :math:`b` starts at the training mean. Adam at ``learning_rate``
-    on shuffled mini-batches (flat token bags, no padding), early stopping on the validation RMSE of ``valid``'s
-    reviews. Predictions are clipped to the training rating range when ``clip``.
+    tokens (an empty review is the zero vector); :math:`b` starts at the training mean. Shuffled mini-batches of
+    flat token bags (no padding), ``optimizer`` at ``learning_rate``: lazy Adam on sparse gradients
+    (``"lazy_adam"``, default: the gradient written out and Adam applied to the batch's rows only, no autograd;
+    ``"sparse_adam"``: the same rule by autograd and torch's SparseAdam, slower; ``"adam"``: dense Adam updating
+    the whole table every step, as the tutorial). Early stopping on the validation RMSE of ``valid``'s reviews.
+    Predictions are clipped to the training rating range when ``clip``.
     """
 
     name: ClassVar[str] = "textrating"
@@ -85,6 +130,7 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
     profiles: ClassVar[bool] = False
 
     embedding_dim: PositiveInt = 50
+    optimizer: Literal["lazy_adam", "sparse_adam", "adam"] = "lazy_adam"
     learning_rate: PositiveFloat = 1e-3
     batch_size: PositiveInt = 64
     max_epochs: PositiveInt = 50
@@ -106,6 +152,7 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
 
     def _release(self) -> None:
         self.__dict__.pop("events_", None)
+        self.__dict__.pop("moments_", None)
         self._release_text()
 
     def build_module(self) -> nn.Module:
@@ -117,27 +164,83 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
             n_items=len(self.items_),
             profile_dim=profile,
             mean=self.rating_stats_["mean"],
+            sparse=self.optimizer == "sparse_adam",
         )
 
     def configure_optimizers(self, module: nn.Module) -> Sequence[torch.optim.Optimizer]:
+        """``lazy_adam`` (default): none -- the step updates the rows itself (:meth:`_lazy_adam_step`);
+        ``sparse_adam``: torch's SparseAdam on sparse gradients; ``adam``: Adam on dense gradients."""
+        if self.optimizer == "lazy_adam":
+            return []
+        if self.optimizer == "sparse_adam":
+            return [torch.optim.SparseAdam(list(module.parameters()), lr=self.learning_rate)]
         return [adam(module.parameters(), self.learning_rate)]
 
     def batches(self, rng: np.random.Generator, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Shuffled batches ``(tokens, offsets, users, items, ratings)``; the epoch's bags are gathered once."""
+        """Shuffled batches ``(tokens, offsets, users, items, ratings, bag of each token)``; the epoch's bags are
+        gathered once and sliced per batch."""
         users, items, ratings = self.events_
         order, slices = epoch_order(len(ratings), rng, self.batch_size)
         epoch = self.tokens_.take(order)
-        tokens = torch.from_numpy(epoch.tokens).to(device)
-        indptr = torch.from_numpy(epoch.indptr).to(device)
+        bag = np.repeat(np.arange(len(order), dtype=np.int64), epoch.lengths)
+        tokens, indptr, bag_t = (torch.from_numpy(a).to(device) for a in (epoch.tokens, epoch.indptr, bag))
         u, i, r = (torch.from_numpy(a[order]).to(device) for a in (users, items, ratings))
+        bounds = epoch.indptr.tolist()
         for sl in slices:
-            lo, hi = indptr[sl.start], indptr[sl.stop]
-            yield tokens[lo:hi], indptr[sl] - lo, u[sl], i[sl], r[sl]
+            lo, hi = bounds[sl.start], bounds[sl.stop]
+            yield tokens[lo:hi], indptr[sl] - lo, u[sl], i[sl], r[sl], bag_t[lo:hi] - sl.start
+
+    def _l2(self) -> float:
+        return float(getattr(self, "l2", 0.0)) if self.profiles else 0.0
 
     def training_step(self, module: nn.Module, batch: Any, ctx: StepContext) -> Losses:
-        tokens, offsets, users, items, ratings = batch
+        if self.optimizer == "lazy_adam":
+            return self._lazy_adam_step(module, batch, ctx.global_step + 1)
+        tokens, offsets, users, items, ratings, _ = batch
         mse = F.mse_loss(module(tokens, offsets, users, items), ratings)
-        return {"loss": mse, "mse": mse.detach()}
+        if not self._l2():
+            return {"loss": mse, "mse": mse.detach()}
+        penalty = (module.users(users).square().sum(-1) + module.items(items).square().sum(-1)).mean()
+        return {"loss": mse + self._l2() * penalty, "mse": mse.detach()}
+
+    def _lazy_adam_step(self, module: nn.Module, batch: Any, step: int) -> Losses:
+        r"""One step without autograd: the loss's gradient written out and Adam applied to the batch's rows only.
+
+        With :math:`x_b = [\bar e_b; P_u; Q_i]`, :math:`g_b = \frac{2}{B}(\hat r_b - r_b)`:
+        :math:`\partial/\partial w = \sum_b g_b x_b`, :math:`\partial/\partial b = \sum_b g_b`,
+        :math:`\partial/\partial E_t = \sum_{b \ni t} g_b w_E / |T_b|`, :math:`\partial/\partial P_u =
+        \sum_{b: u} (g_b w_P + \frac{2\lambda}{B} P_u)` (likewise :math:`Q_i`). Each touched row then gets
+        Adam's update with its own moments (lazy Adam, as :class:`torch.optim.SparseAdam`; the step count is
+        global; the moments live on the model during ``fit`` and are not checkpointed, so a resumed training
+        restarts them). The gradient is checked against autograd in the tests.
+        """
+        tokens, offsets, users, items, ratings, bag = batch
+        n = len(ratings)
+        dim = module.words.embedding_dim
+        head = module.head.weight[0]
+        w, b = head[:-1], head[-1]
+        x = module.words(tokens, offsets)
+        parts = [x]
+        if module.profile_dim:
+            p_u, q_i = module.users.weight[users], module.items.weight[items]
+            parts += [p_u, q_i]
+        feats = torch.cat(parts, dim=1) if len(parts) > 1 else x
+        err = feats @ w + b - ratings
+        g = err * (2.0 / n)
+        grads = [(module.head.weight, None, torch.cat([g @ feats, g.sum().reshape(1)])[None, :])]
+        lengths = torch.diff(offsets, append=offsets.new_tensor([len(tokens)])).clamp_min(1)
+        coef = (g / lengths)[bag]
+        grads.append((module.words.weight, tokens, coef[:, None] * w[None, :dim]))
+        if module.profile_dim:
+            k = module.profile_dim
+            decay = 2.0 * self._l2() / n
+            grads.append((module.users.weight, users, g[:, None] * w[None, dim : dim + k] + decay * p_u))
+            grads.append((module.items.weight, items, g[:, None] * w[None, dim + k :] + decay * q_i))
+        moments = self.__dict__.setdefault("moments_", {})
+        for param, rows, grad in grads:
+            _lazy_adam_(param, moments, rows, grad, step, self.learning_rate)
+        mse = err.square().mean()
+        return {"loss": mse, "mse": mse}
 
     # ------------------------------------------------------------------ validation and prediction
     def monitor_name(self) -> str:
@@ -223,13 +326,17 @@ class TextProfileRating(TextRating):
     ``RatingPredProfile``; not a recommender either: it needs the review).
 
     .. math::
-        \hat r = w^\top [\bar e_{\text{review}}; P_u; Q_i] + b, \qquad \min \frac{1}{|B|}\sum_B (r - \hat r)^2
+        \hat r = w^\top [\bar e_{\text{review}}; P_u; Q_i] + b, \qquad
+        \min \frac{1}{|B|}\sum_{(u, i) \in B} \left[(r - \hat r)^2 + \lambda (\lVert P_u\rVert^2
+            + \lVert Q_i\rVert^2)\right]
 
-    :math:`P, Q` have ``profile_dim`` columns, started at :math:`\mathcal N(0, 0.1^2)`; the rest as
-    :class:`TextRating`. A user or item without training reviews keeps its random start.
+    :math:`P, Q` have ``profile_dim`` columns, started at :math:`\mathcal N(0, 0.1^2)`; :math:`\lambda` = ``l2``
+    (per event, as in matrix factorisation; the tutorial has none); the rest as :class:`TextRating`. A user or
+    item without training reviews keeps its random start.
     """
 
     name: ClassVar[str] = "textprofilerating"
     profiles: ClassVar[bool] = True
 
     profile_dim: PositiveInt = 25
+    l2: NonNegativeFloat = 0.0
