@@ -89,7 +89,7 @@ def grid(split: Split, tmp: Path, quick: bool) -> dict[str, list[tuple[str, Any]
         "TextBiasedMF": [
             (
                 f"l2={l2}, bias_l2={b}",
-                lambda l2=l2, b=b: TextBiasedMF(l2=l2, bias_l2=b, skip_most_common=100, cosine_scale=5.0),
+                lambda l2=l2, b=b: TextBiasedMF(l2=l2, bias_l2=b, skip_most_common=100),
             )
             for l2, b in ((0.1, 0.005), (1.0, 0.05))
         ],
@@ -128,7 +128,7 @@ def accuracy(name: str, quick: bool) -> dict[str, Any]:
             rows[model_name] = {"setting": label, **{p: mse(model, e) for p, e in parts.items()}}
             fitted[model_name] = model
             print(f"{model_name:18s} {rows[model_name]}", flush=True)
-    text_item = TextItem(skip_most_common=100, cosine_scale=5.0).fit(split.train, valid=split.valid)
+    text_item = TextItem(skip_most_common=100).fit(split.train, valid=split.valid)
     top = np.argsort(-split.train.item_counts(), kind="stable")[:3]
     words = {}
     for i in top:
@@ -136,6 +136,7 @@ def accuracy(name: str, quick: bool) -> dict[str, Any]:
         words[item] = {
             "reviews": int(split.train.item_counts()[i]),
             "TextItem": [w for w, _ in text_item.most_similar_words(item, 8)],
+            "TextMF": [w for w, _ in fitted["TextMF"].most_similar_words(item, 8)],
             "TextBiasedMF": [w for w, _ in fitted["TextBiasedMF"].most_similar_words(item, 8)],
         }
         print(item, words[item], flush=True)

@@ -9,7 +9,9 @@ words from an item vector :math:`q`): for every real word :math:`w` drawn from t
     \ell(q, w) = -\Big[\log\sigma\big(s \cos(q, e_w)\big) + \sum_{j=1}^{k} \log\sigma\big(-s \cos(q, e_{v_j})\big)\Big]
 
 averaged over the real words of the batch (padding excluded); :math:`e` are the word embeddings and :math:`s`
-the ``cosine_scale`` (1 in the tutorial: the cosine then only moves :math:`\sigma` between 0.27 and 0.73).
+the ``cosine_scale``: 1 in the tutorial, where the cosine only moves :math:`\sigma` between 0.27 and 0.73 and the
+loss barely separates an item's words from random ones; the models' default is 5 (on Amazon Instruments the
+nearest words of an item overlap its distinctive review words 0.43 against 0.34 with :math:`s = 1`).
 """
 
 from __future__ import annotations

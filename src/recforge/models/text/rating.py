@@ -177,18 +177,21 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
         return [adam(module.parameters(), self.learning_rate)]
 
     def batches(self, rng: np.random.Generator, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
-        """Shuffled batches ``(tokens, offsets, users, items, ratings, bag of each token)``; the epoch's bags are
-        gathered once and sliced per batch."""
+        """Shuffled batches ``(tokens, offsets, users, items, ratings, bag of each token, 1 / its bag's length)``;
+        the epoch's bags are gathered once and sliced per batch."""
         users, items, ratings = self.events_
         order, slices = epoch_order(len(ratings), rng, self.batch_size)
         epoch = self.tokens_.take(order)
         bag = np.repeat(np.arange(len(order), dtype=np.int64), epoch.lengths)
-        tokens, indptr, bag_t = (torch.from_numpy(a).to(device) for a in (epoch.tokens, epoch.indptr, bag))
+        share = np.repeat(1.0 / np.maximum(epoch.lengths, 1), epoch.lengths).astype(np.float32)  # 1 / |T_b|
+        tokens, indptr, bag_t, share_t = (
+            torch.from_numpy(a).to(device) for a in (epoch.tokens, epoch.indptr, bag, share)
+        )
         u, i, r = (torch.from_numpy(a[order]).to(device) for a in (users, items, ratings))
         bounds = epoch.indptr.tolist()
         for sl in slices:
             lo, hi = bounds[sl.start], bounds[sl.stop]
-            yield tokens[lo:hi], indptr[sl] - lo, u[sl], i[sl], r[sl], bag_t[lo:hi] - sl.start
+            yield tokens[lo:hi], indptr[sl] - lo, u[sl], i[sl], r[sl], bag_t[lo:hi] - sl.start, share_t[lo:hi]
 
     def _l2(self) -> float:
         return float(getattr(self, "l2", 0.0)) if self.profiles else 0.0
@@ -196,7 +199,7 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
     def training_step(self, module: nn.Module, batch: Any, ctx: StepContext) -> Losses:
         if self.optimizer == "lazy_adam":
             return self._lazy_adam_step(module, batch, ctx.global_step + 1)
-        tokens, offsets, users, items, ratings, _ = batch
+        tokens, offsets, users, items, ratings, _, _ = batch
         mse = F.mse_loss(module(tokens, offsets, users, items), ratings)
         if not self._l2():
             return {"loss": mse, "mse": mse.detach()}
@@ -214,7 +217,7 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
         global; the moments live on the model during ``fit`` and are not checkpointed, so a resumed training
         restarts them). The gradient is checked against autograd in the tests.
         """
-        tokens, offsets, users, items, ratings, bag = batch
+        tokens, offsets, users, items, ratings, bag, share = batch
         n = len(ratings)
         dim = module.words.embedding_dim
         head = module.head.weight[0]
@@ -228,8 +231,7 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
         err = feats @ w + b - ratings
         g = err * (2.0 / n)
         grads = [(module.head.weight, None, torch.cat([g @ feats, g.sum().reshape(1)])[None, :])]
-        lengths = torch.diff(offsets, append=offsets.new_tensor([len(tokens)])).clamp_min(1)
-        coef = (g / lengths)[bag]
+        coef = g[bag] * share
         grads.append((module.words.weight, tokens, coef[:, None] * w[None, :dim]))
         if module.profile_dim:
             k = module.profile_dim

@@ -114,7 +114,7 @@ class TextItem(VocabularyParams, ReviewTextState, WordInspection, TorchRecommend
     embedding_dim: PositiveInt = 50
     n_words: PositiveInt = 5
     n_negatives: PositiveInt = 1
-    cosine_scale: PositiveFloat = 1.0
+    cosine_scale: PositiveFloat = 5.0
     skip_most_common: NonNegativeInt = 1000
     learning_rate: PositiveFloat = 0.01
     batch_size: PositiveInt = 64
@@ -189,14 +189,17 @@ class TextItem(VocabularyParams, ReviewTextState, WordInspection, TorchRecommend
 
 
 class TextFactorModule(FactorModule):
-    r"""The factor network plus word embeddings :math:`E` and the map :math:`T` (linear, with bias) from item
-    factors to the word space: the text vector of item ``i`` is :math:`T I_i`."""
+    r"""The factor network plus word embeddings :math:`E` and the map :math:`T` (linear, no bias) from item
+    factors to the word space: the text vector of item ``i`` is :math:`T I_i`. (The tutorial's ``nn.Linear`` has
+    a bias :math:`c`; with the item factors shrunk by the L2 term, :math:`T I_i + c` is then close to :math:`c`
+    for every item and every item gets the same words. The cosine ignores the scale, so without :math:`c` the
+    direction of :math:`I_i` alone picks the item's words.)"""
 
     def __init__(self, n_users: int, n_items: int, dim: int, *, vocab_size: int, word_dim: int, **kw: Any):
         super().__init__(n_users, n_items, dim, sparse=False, **kw)
         self.word_embeddings = nn.Embedding(vocab_size, word_dim)
         nn.init.normal_(self.word_embeddings.weight, 0.0, 0.1)
-        self.to_text = nn.Linear(dim, word_dim)
+        self.to_text = nn.Linear(dim, word_dim, bias=False)
 
 
 class TextMF(ReviewTextState, WordInspection, FactorMF):
@@ -237,7 +240,7 @@ class TextMF(ReviewTextState, WordInspection, FactorMF):
         text_weight: NonNegativeFloat = 1.0,
         n_words: PositiveInt = 5,
         n_negatives: PositiveInt = 1,
-        cosine_scale: PositiveFloat = 1.0,
+        cosine_scale: PositiveFloat = 5.0,
         max_words: PositiveInt = 10_000,
         skip_most_common: NonNegativeInt = 1000,
         tokenizer: Literal["words", "whitespace"] = "words",
