@@ -1,4 +1,5 @@
-"""Autoencoder recommenders: AE, VAE, Mult-DAE, Mult-VAE, RecVAE, the conditioned C-VAE and the sequential SVAE.
+"""Autoencoder recommenders: AE, VAE, Mult-DAE, Mult-VAE, RecVAE, the conditioned C-VAE, the sequential SVAE and the
+song models SongMLP and SongVAE.
 
 The user-row models (``ae``, ``vae``, ``multidae``, ``multivae``, ``cmultivae``, ``recvae``) read a user's whole
 history row and output one logit per item, scored at the latent mean, so new users fold in for free;
@@ -11,7 +12,9 @@ history row and output one logit per item, scored at the latent mean, so new use
 - :mod:`.rows`: the user-row base and AE, VAE, MultiDAE, MultiVAE;
 - :mod:`.conditioned`: CMultiVAE and :func:`item_condition_matrix`;
 - :mod:`.recvae`: RecVAE (composite prior, user-dependent beta, alternating encoder/decoder epochs);
-- :mod:`.sequential`: SVAE, :class:`SVAENet` and :func:`next_k_targets`.
+- :mod:`.sequential`: SVAE, :class:`SVAENet` and :func:`next_k_targets`;
+- :mod:`.song`: SongMLP and SongVAE, the listening-history song recommenders (BCE over every song) with their
+  latent-space API (``encode``, ``reparametrize``, ``decode``, ``latent``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from recforge.models.autoencoders.networks import AutoencoderNet, SparseInputLin
 from recforge.models.autoencoders.recvae import RecVAE, composite_prior_log_density
 from recforge.models.autoencoders.rows import AE, VAE, MultiDAE, MultiVAE
 from recforge.models.autoencoders.sequential import SVAE, SVAENet, next_k_targets
+from recforge.models.autoencoders.song import SongMLP, SongVAE
 
 __all__ = [
     "AE",
@@ -42,6 +46,8 @@ __all__ = [
     "MultiVAE",
     "RecVAE",
     "SVAENet",
+    "SongMLP",
+    "SongVAE",
     "SparseInputLinear",
     "SparseRows",
     "bernoulli_nll",
