@@ -308,14 +308,15 @@ def solve_gram_rows(
             f = torch.index_select(padded, 0, blk.cols, out=buffer[: n * blk.length * k].view(-1, k))
             f = f.view(n, blk.length, k)
             lam = _row_reg(reg, blk.rows, data.n_rows).expand(n, k)
-            rhs = torch.bmm(blk.b.unsqueeze(1), f).squeeze(1)
+            # the right-hand side apart only where it is needed: the CG start folds it into its first residual
+            rhs = torch.bmm(blk.b.unsqueeze(1), f).squeeze(1) if solver == "cholesky" or objective else None
             if solver == "cholesky":
                 x, r = _exact_block(f, blk.a, rhs, gram, lam)
             else:
-                x, r = _cg_block(f, blk.a, rhs, gram, lam, out[blk.rows], cg_steps)
+                x, r = _cg_block(f, blk.a, blk.b, rhs, gram, lam, out[blk.rows], cg_steps)
             out[blk.rows] = x
             if objective:  # x'Ax - 2b'x = x'(b - r) - 2 b'x = -x'(b + r)
-                total -= (x.double() * (rhs.double() + r.double())).sum()
+                total -= (x * (rhs + r)).sum(dtype=torch.float64)
         return total
 
     workers = torch.get_num_threads() if device.type == "cpu" else 1
@@ -368,29 +369,37 @@ def _exact_block(
 def _cg_block(
     f: torch.Tensor,
     a: torch.Tensor,
-    rhs: torch.Tensor,
+    b: torch.Tensor,
+    rhs: torch.Tensor | None,
     gram: torch.Tensor,
     lam: torch.Tensor,
     x: torch.Tensor,
     steps: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(solution, residual) after ``steps`` conjugate-gradient steps from ``x``."""
+    r"""(solution, residual) after ``steps`` conjugate-gradient steps from ``x``; the right-hand side ``rhs`` when
+    the caller has it, else the first residual :math:`\sum_i (b_i - a_i f_i \cdot x) f_i - G x - \lambda x` in one
+    pass over the slots instead of two."""
+
+    def along(p: torch.Tensor) -> torch.Tensor:  # f_i . p on every slot
+        return torch.bmm(p.unsqueeze(1), f.mT).squeeze(1)
+
+    def back(weights: torch.Tensor, p: torch.Tensor) -> torch.Tensor:  # sum_i w_i f_i + G p + lam p
+        return torch.addmm(torch.bmm(weights.unsqueeze(1), f).squeeze(1), p, gram).addcmul_(lam, p)
 
     def product(p: torch.Tensor) -> torch.Tensor:
-        along = torch.bmm(p.unsqueeze(1), f.mT).squeeze(1).mul_(a)  # a_ui (f_i . p) on every slot
-        return torch.addmm(torch.bmm(along.unsqueeze(1), f).squeeze(1), p, gram).addcmul_(lam, p)
+        return back(along(p).mul_(a), p)
 
-    r = rhs - product(x)
+    r = rhs - product(x) if rhs is not None else back(torch.addcmul(b, along(x), a, value=-1.0), -x)
     p = r.clone()
-    rs = r.square().sum(1)
+    rs = torch.linalg.vecdot(r, r)
     tiny = torch.finfo(x.dtype).tiny
-    for _ in range(steps):
+    for _ in range(steps):  # few operations per step: a solve runs thousands of blocks
         ap = product(p)
-        step = (rs / (p * ap).sum(1).clamp_min(tiny)).unsqueeze(1)
+        step = (rs / torch.linalg.vecdot(p, ap).clamp_min_(tiny)).unsqueeze_(1)
         x = x.addcmul(step, p)
         r.addcmul_(step, ap, value=-1.0)
-        rs_new = r.square().sum(1)
-        p = r + (rs_new / rs.clamp_min(tiny)).unsqueeze(1) * p
+        rs_new = torch.linalg.vecdot(r, r)
+        p = torch.addcmul(r, (rs_new / rs.clamp_min_(tiny)).unsqueeze_(1), p)
         rs = rs_new
     return x, r
 
