@@ -12,6 +12,7 @@ saved like every model (weights + the vocabulary as JSON in ``config.json``); th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -77,33 +78,38 @@ class BagRatingModule(nn.Module):
 
 def _lazy_adam_(
     param: torch.Tensor,
-    moments: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    moments: dict[int, torch.Tensor],
     rows: torch.Tensor | None,
     grad: torch.Tensor,
     step: int,
     lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    *,
+    distinct: bool = False,
 ) -> None:
     """Adam on the rows ``rows`` of ``param`` (every row when None) given one gradient row per entry of ``rows``
-    (repeated rows summed first); the moments of the other rows are untouched (SparseAdam's rule)."""
-    if rows is not None:
+    (repeated rows summed first, unless ``distinct`` says there are none); the moments of the other rows are
+    untouched (SparseAdam's rule)."""
+    if rows is not None and not distinct:
         rows, inverse = torch.unique(rows, return_inverse=True)
         grad = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device).index_add_(
             0, inverse, grad
         )
-    if id(param) not in moments:
-        moments[id(param)] = (torch.zeros_like(param), torch.zeros_like(param))
-    m_all, v_all = moments[id(param)]
+    if id(param) not in moments:  # first and second moments side by side: one gather and one scatter a step
+        moments[id(param)] = torch.zeros((2, *param.shape), dtype=param.dtype, device=param.device)
+    both = moments[id(param)]
     b1, b2 = betas
-    m = (m_all if rows is None else m_all[rows]).mul_(b1).add_(grad, alpha=1.0 - b1)
-    v = (v_all if rows is None else v_all[rows]).mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-    update = m / (v / (1.0 - b2**step)).sqrt_().add_(eps) * (-lr / (1.0 - b1**step))
+    mv = both if rows is None else both[:, rows]
+    m, v = mv[0], mv[1]
+    m.lerp_(grad, 1.0 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
+    denom = v.sqrt().div_(math.sqrt(1.0 - b2**step)).add_(eps)
     if rows is None:
-        param.add_(update)
+        param.addcdiv_(m, denom, value=-lr / (1.0 - b1**step))
     else:
-        m_all[rows], v_all[rows] = m, v
-        param.index_add_(0, rows, update)
+        both[:, rows] = mv
+        param.index_add_(0, rows, m.div(denom).mul_(-lr / (1.0 - b1**step)))
 
 
 @hyperparameters
@@ -182,16 +188,19 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
         users, items, ratings = self.events_
         order, slices = epoch_order(len(ratings), rng, self.batch_size)
         epoch = self.tokens_.take(order)
-        bag = np.repeat(np.arange(len(order), dtype=np.int64), epoch.lengths)
+        rows = np.arange(len(order), dtype=np.int64)
+        first = rows - rows % self.batch_size  # the first row of each row's batch
+        offsets = epoch.indptr[:-1] - epoch.indptr[first]  # within the batch, as EmbeddingBag wants them
+        bag = np.repeat(rows - first, epoch.lengths)  # each token's row within its batch
         share = np.repeat(1.0 / np.maximum(epoch.lengths, 1), epoch.lengths).astype(np.float32)  # 1 / |T_b|
-        tokens, indptr, bag_t, share_t = (
-            torch.from_numpy(a).to(device) for a in (epoch.tokens, epoch.indptr, bag, share)
+        tokens, offsets_t, bag_t, share_t = (
+            torch.from_numpy(a).to(device) for a in (epoch.tokens, offsets, bag, share)
         )
         u, i, r = (torch.from_numpy(a[order]).to(device) for a in (users, items, ratings))
         bounds = epoch.indptr.tolist()
         for sl in slices:
             lo, hi = bounds[sl.start], bounds[sl.stop]
-            yield tokens[lo:hi], indptr[sl] - lo, u[sl], i[sl], r[sl], bag_t[lo:hi] - sl.start, share_t[lo:hi]
+            yield tokens[lo:hi], offsets_t[sl], u[sl], i[sl], r[sl], bag_t[lo:hi], share_t[lo:hi]
 
     def _l2(self) -> float:
         return float(getattr(self, "l2", 0.0)) if self.profiles else 0.0
@@ -228,20 +237,22 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
             p_u, q_i = module.users.weight[users], module.items.weight[items]
             parts += [p_u, q_i]
         feats = torch.cat(parts, dim=1) if len(parts) > 1 else x
-        err = feats @ w + b - ratings
+        err = torch.addmv(ratings, feats, w, beta=-1.0).add_(b)  # feats w + b - r
         g = err * (2.0 / n)
-        grads = [(module.head.weight, None, torch.cat([g @ feats, g.sum().reshape(1)])[None, :])]
-        coef = g[bag] * share
-        grads.append((module.words.weight, tokens, coef[:, None] * w[None, :dim]))
+        grads = [(module.head.weight, None, torch.cat([g @ feats, g.sum().reshape(1)])[None, :], True)]
+        # every token's gradient row is (g_b / |T_b|) w_E: sum the scalars per distinct word, then one outer product
+        words, inverse = torch.unique(tokens, return_inverse=True)
+        per_word = torch.zeros(len(words), dtype=g.dtype, device=g.device).index_add_(0, inverse, g[bag] * share)
+        grads.append((module.words.weight, words, torch.outer(per_word, w[:dim]), True))
         if module.profile_dim:
             k = module.profile_dim
             decay = 2.0 * self._l2() / n
-            grads.append((module.users.weight, users, g[:, None] * w[None, dim : dim + k] + decay * p_u))
-            grads.append((module.items.weight, items, g[:, None] * w[None, dim + k :] + decay * q_i))
+            grads.append((module.users.weight, users, torch.outer(g, w[dim : dim + k]) + decay * p_u, False))
+            grads.append((module.items.weight, items, torch.outer(g, w[dim + k :]) + decay * q_i, False))
         moments = self.__dict__.setdefault("moments_", {})
-        for param, rows, grad in grads:
-            _lazy_adam_(param, moments, rows, grad, step, self.learning_rate)
-        mse = err.square().mean()
+        for param, rows, grad, distinct in grads:
+            _lazy_adam_(param, moments, rows, grad, step, self.learning_rate, distinct=distinct)
+        mse = err.dot(err) / n
         return {"loss": mse, "mse": mse}
 
     # ------------------------------------------------------------------ validation and prediction
