@@ -90,8 +90,7 @@ def _validation_text_loss(model: Any, events: Interactions, query: Any) -> float
 
 @hyperparameters
 class TextItem(VocabularyParams, ReviewTextState, WordInspection, TorchRecommender):
-    r"""Item embeddings that predict their reviews' words (the tutorial's ``TextItem``), and a content-based
-    recommender on them.
+    r"""Item embeddings that predict their reviews' words (the tutorial's ``TextItem``); recommends by content.
 
     .. math::
         \min \; \frac{1}{|W_B|}\sum_{(i, w) \in W_B} -\Big[\log\sigma\big(s\cos(I_i, E_w)\big)
@@ -334,7 +333,7 @@ class TextMF(ReviewTextState, WordInspection, FactorMF):
 
 
 class TextBiasedMF(TextMF):
-    r"""BiasedMF joined with the prediction of the review text: :class:`TextMF` with user and item biases,
+    r"""BiasedMF joined with the prediction of the review text (:class:`TextMF` with user and item biases).
 
     .. math::
         \hat r_{ui} = \mu + b_u + b_i + U_u \cdot I_i,
