@@ -104,12 +104,15 @@ def _lazy_adam_(
     m, v = mv[0], mv[1]
     m.lerp_(grad, 1.0 - b1)
     v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-    denom = v.sqrt().div_(math.sqrt(1.0 - b2**step)).add_(eps)
+    # m_hat / (sqrt(v_hat) + eps) = sqrt(c2) m / (sqrt(v) + eps sqrt(c2)) / c1, c = 1 - beta^step: fewer passes
+    root_c2 = math.sqrt(1.0 - b2**step)
+    denom = v.sqrt().add_(eps * root_c2)
+    scale = -lr * root_c2 / (1.0 - b1**step)
     if rows is None:
-        param.addcdiv_(m, denom, value=-lr / (1.0 - b1**step))
+        param.addcdiv_(m, denom, value=scale)
     else:
         both[:, rows] = mv
-        param.index_add_(0, rows, m.div(denom).mul_(-lr / (1.0 - b1**step)))
+        param.index_add_(0, rows, m.div_(denom), alpha=scale)
 
 
 @hyperparameters
