@@ -14,8 +14,9 @@ Stages:
                           MODEL: ``bpr`` (recforge BPR, defaults, early stopping on validation NDCG@100, test users
                           folded in from their history), ``bpr-joint`` (recforge BPR trained on the training users
                           *and* the test users' fold-in rows, as many epochs as ``bpr`` chose, test users scored by
-                          their learned vectors), ``implicit-bpr-joint`` (implicit's BPR the same way: it cannot fold
-                          in new users; 64 factors, its defaults otherwise: learning rate 0.01, regularisation 0.01,
+                          their learned vectors), ``cfgan`` (CFGAN, its defaults, early stopping on validation
+                          NDCG@100, test users folded in from their history), ``implicit-bpr-joint`` (implicit's
+                          BPR the same way: it cannot fold in new users; 64 factors, its defaults otherwise: learning rate 0.01, regularisation 0.01,
                           100 iterations -- with as few epochs as recforge's BPR it stays below popularity) or
                           ``popularity``
     speed                 synthetic ML-20M shape (``make_ml20m_like``): seconds per BPR epoch, recforge (64 factors,
@@ -42,7 +43,7 @@ from common import epoch_timer, machine, markdown_table, peak_rss_gb, run_in_fre
 
 OUT = Path(__file__).resolve().parent / "out"
 DATASETS = ("ml-100k", "lastfm-2k")
-LIANG_MODELS = ("bpr", "bpr-joint", "implicit-bpr-joint", "popularity")
+LIANG_MODELS = ("bpr", "bpr-joint", "implicit-bpr-joint", "cfgan", "popularity")
 #: implicit's default number of BPR iterations (epochs)
 IMPLICIT_ITERATIONS = 100
 #: Chae et al. (CIKM 2018), Table 3, ML-100K, CFGAN: P@5, P@20, R@5, R@20, NDCG@5, NDCG@20
@@ -102,16 +103,20 @@ def stage_liang(dataset: str, model_name: str) -> dict:
     from recforge.evaluation.evaluate import evaluate_ranking
     from recforge.metrics import NDCG, Recall
     from recforge.models.bpr import BPR
+    from recforge.models.gan import CFGAN
     from recforge.models.popularity import Popularity
 
     split = liang_split(dataset)
     out: dict[str, Any] = {"dataset": dataset, "model": model_name, **split.summary()}
     metrics = [NDCG(100), Recall(20), Recall(50)]
-    if model_name in ("bpr", "popularity"):
+    if model_name in ("bpr", "cfgan", "popularity"):
         t0 = time.perf_counter()
-        model = BPR().fit(split.train, valid=split.valid) if model_name == "bpr" else Popularity().fit(split.train)
+        if model_name == "popularity":
+            model = Popularity().fit(split.train)
+        else:
+            model = (BPR() if model_name == "bpr" else CFGAN()).fit(split.train, valid=split.valid)
         out["fit_s"] = time.perf_counter() - t0
-        if model_name == "bpr":
+        if model_name != "popularity":
             best = max(model.training_log_, key=lambda e: e["valid_ndcg@100"])
             out.update(epochs=len(model.training_log_), best_epoch=int(best["epoch"]), params=model.get_params())
         res = evaluate_ranking(model, split.test, metrics)
