@@ -16,9 +16,9 @@ Stages:
                           *and* the test users' fold-in rows, as many epochs as ``bpr`` chose, test users scored by
                           their learned vectors), ``cfgan`` (CFGAN, its defaults, early stopping on validation
                           NDCG@100, test users folded in from their history), ``implicit-bpr-joint`` (implicit's
-                          BPR the same way: it cannot fold in new users; 64 factors, its defaults otherwise: learning rate 0.01, regularisation 0.01,
-                          100 iterations -- with as few epochs as recforge's BPR it stays below popularity) or
-                          ``popularity``
+                          BPR the same way: it cannot fold in new users; 64 factors, its defaults otherwise:
+                          learning rate 0.01, regularisation 0.01, 100 iterations -- with as few epochs as
+                          recforge's BPR it stays below popularity) or ``popularity``
     speed                 synthetic ML-20M shape (``make_ml20m_like``): seconds per BPR epoch, recforge (64 factors,
                           ``sparse_adam`` and ``adam``, batch 65,536) beside implicit's BPR (64 factors) in the same
                           process, 3 epochs each, no validation
