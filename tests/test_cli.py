@@ -185,7 +185,7 @@ def test_official_fold_and_sampled_negatives_protocols(monkeypatch, capsys, tmp_
 @needs_ml100k
 def test_recommend_prints_the_titles_saved_with_the_run(ease_run, monkeypatch, capsys):
     titles = pd.read_csv(ease_run / "items.csv")
-    assert len(titles) == 1415 and set(titles.columns) == {"item", "title"}
+    assert len(titles) == 1415 and set(titles.columns) == {"item", "title", "genres"}  # genres: for recforge serve
     code, out, _ = cli(monkeypatch, capsys, "recommend", str(ease_run), "--items", "50:5,172:5,181:4", "-k", "3")
     rec = json.loads(out)
     assert code == 0 and rec["ratings"] == [5.0, 5.0, 4.0] and len(rec["titles"]) == 3

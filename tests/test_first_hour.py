@@ -91,7 +91,7 @@ def test_recommend_takes_ratings_with_items(events, tmp_path, monkeypatch, capsy
         code, out, err = cli(monkeypatch, capsys, "recommend", str(tmp_path / "e"), "--items", items, "-k", "5")
         assert code == 0, err
         runs.append(json.loads(out))
-    assert runs[0]["history"] == [5, 7] and runs[0]["ratings"] == [1.0, 5.0]
+    assert runs[0]["history"] == ["5", "7"] and runs[0]["ratings"] == [1.0, 5.0]  # ids as the file writes them
     assert runs[0]["scores"] != runs[1]["scores"]  # the ratings weigh in
 
 
@@ -182,8 +182,12 @@ def test_runs_list_keeps_ids_whole_and_metrics_short(tmp_path, monkeypatch, caps
     monkeypatch.setattr(cli_runs, "out", Console(file=buffer, width=80))
     code, _, _ = cli(monkeypatch, capsys, "runs", "list", "--output-dir", str(tmp_path))
     text = buffer.getvalue()
-    assert code == 0 and run_id in text and "ndcg@100 0.4737" in text and "0.47371" not in text
-    assert max(len(line) for line in text.splitlines()) <= 80 + len(run_id)
+    short = "a-rather-long-dataset-name-multivae-0f3a"  # the id without its time stamp, whole
+    assert code == 0 and short in text and run_id not in text and "ndcg@100 0.4737" in text and "0.47371" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80 + len(short)
+    buffer.truncate(0)
+    code, _, _ = cli(monkeypatch, capsys, "runs", "list", "--output-dir", str(tmp_path), "--full-ids")
+    assert code == 0 and run_id in buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------- slow: the README

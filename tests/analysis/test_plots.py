@@ -52,3 +52,19 @@ def test_total_loss_is_drawn_on_top_and_kl_on_its_own_axis(tmp_path, monkeypatch
     assert total.get_zorder() > nll.get_zorder() and total.get_linewidth() > nll.get_linewidth()
     assert [line.get_label() for line in kl_axis.get_lines()] == ["kl →"]  # not on the loss axis
     assert "right axis" in kl_axis.get_ylabel()
+
+
+def test_curves_of_a_restarted_training_keep_each_epochs_last_entry(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or Path(path))
+    first = log(4)  # epochs 0-3, then the training restarted from its checkpoint after epoch 1
+    again = [dict(r, train_loss=r["train_loss"] / 2) for r in log(6)[2:]]
+    plot_training_curves(first + again, tmp_path / "curves.png")
+    training = figures[0].axes[0]
+    total = training.get_lines()[0]
+    assert list(total.get_xdata()) == [1, 2, 3, 4, 5, 6]
+    assert list(total.get_ydata())[2:] == [r["train_loss"] for r in again]
+    texts = [t.get_text() for t in training.get_legend().get_texts()]
+    assert "training restarted" in texts and "total loss" in texts and "kl →" in texts
+    validation = figures[0].axes[1]
+    assert "patience →" in [t.get_text() for t in validation.get_legend().get_texts()]

@@ -6,12 +6,14 @@ backend state), and every function writes a PNG (under a temporary name, then re
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -33,10 +35,17 @@ def plot_training_curves(log: pd.DataFrame | Sequence[Mapping[str, float]], path
     axis, except the KL divergence, whose scale differs, on its own right-hand axis. ``log`` is a model's
     ``training_log_`` (one dict per epoch, as written by the Trainer's History) or the ``training_log.csv`` of a
     run directory. The best epoch, when logged, is marked.
+
+    A resumed training's log (the Trainer's History is restored from the checkpoint) continues the epochs; a log
+    written by a training restarted from an earlier epoch -- epochs logged twice, the counter going back -- keeps
+    each epoch's last entry, and the epochs where training restarted are marked.
     """
     frame = pd.DataFrame(log)
     if frame.empty or "epoch" not in frame:
         raise ValueError("the training log is empty or has no 'epoch' column")
+    epochs_logged = frame["epoch"].to_numpy()
+    restarts = [float(e) + 1 for prev, e in itertools.pairwise(epochs_logged) if e <= prev]
+    frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
     epochs = frame["epoch"] + 1
     train_cols = [c for c in frame if c.startswith("train_")]
     valid_cols = [c for c in frame if c.startswith("valid_")]
@@ -51,6 +60,10 @@ def plot_training_curves(log: pd.DataFrame | Sequence[Mapping[str, float]], path
     for col in parts:
         if col not in own_axis:
             lines += ax.plot(epochs, frame[col], linestyle="--", linewidth=1.2, label=col.removeprefix("train_"))
+    for i, epoch in enumerate(restarts):
+        marker = ax.axvline(epoch, color="grey", linestyle=":", label="training restarted")
+        if i == 0:
+            lines.append(marker)
     ax.set(xlabel="epoch", ylabel="training loss", title="training")
     if own_axis:
         twin = ax.twinx()
@@ -71,8 +84,14 @@ def plot_training_curves(log: pd.DataFrame | Sequence[Mapping[str, float]], path
         ax.legend(loc="lower left")
         if "patience" in frame:
             twin = ax.twinx()
-            twin.step(epochs, frame["patience"], where="mid", color="tab:red", alpha=0.4)
-            twin.set_ylabel("epochs without improvement", color="tab:red")
+            (patience,) = twin.step(
+                epochs, frame["patience"], where="mid", color="tab:red", alpha=0.4, label="patience →"
+            )
+            twin.set_ylabel("patience: epochs without improvement", color="tab:red")
+            twin.set_ylim(0, max(1.0, float(frame["patience"].max())) + 0.5)
+            twin.yaxis.set_major_locator(MaxNLocator(integer=True))
+            handles, labels = ax.get_legend_handles_labels()
+            ax.legend([*handles, patience], [*labels, patience.get_label()], loc="lower left")
     return _save(fig, path)
 
 
@@ -81,8 +100,45 @@ def plot_metric_bars(results: Mapping[str, Mapping[str, float]], path: str | Pat
     frame = pd.DataFrame(results)
     if frame.empty:
         raise ValueError("no results to plot")
-    fig = Figure(figsize=(max(5, 1.5 * len(frame)), 4))
+    fig = Figure(figsize=(max(5, 1.5 * len(frame)) + 2.5, 4), layout="constrained")
     ax = fig.subplots()
     frame.plot.bar(ax=ax, rot=0)
     ax.set(ylabel="value", title="test metrics")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars, never over them
+    return _save(fig, path)
+
+
+def plot_comparison(rows: Sequence[Mapping[str, object]], path: str | Path) -> Path:
+    """``recforge compare --plot``: per metric, each run's mean difference to the reference run (the first) with
+    its 95% bootstrap interval as whiskers; a star marks a significant difference.
+
+    ``rows`` are the rows of :meth:`recforge.experiments.compare.Comparison.to_json` (``metric``, ``short_id``,
+    ``reference``, ``diff``, ``ci_low``, ``ci_high``, ``significant``).
+    """
+    frame = pd.DataFrame(list(rows))
+    if frame.empty or "metric" not in frame:
+        raise ValueError("no comparison to plot")
+    others = frame[~frame["reference"].astype(bool)]
+    if others.empty:
+        raise ValueError("no run to compare with the reference")
+    reference = str(frame.loc[frame["reference"].astype(bool), "short_id"].iloc[0])
+    metrics = list(dict.fromkeys(frame["metric"]))
+    fig = Figure(figsize=(max(5.0, 2.2 * len(metrics) * max(1, len(others) / len(metrics))), 4), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for i, (ax, metric) in enumerate(zip(axes, metrics, strict=True)):
+        part = others[others["metric"] == metric]
+        x = list(range(len(part)))
+        diff = part["diff"].astype(float).to_numpy()
+        low = diff - part["ci_low"].astype(float).to_numpy()
+        high = part["ci_high"].astype(float).to_numpy() - diff
+        colors = ["tab:green" if d > 0 else "tab:red" for d in diff]
+        ax.bar(x, diff, color=colors, alpha=0.7, yerr=[low, high], capsize=4)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ends = zip(diff, part["ci_low"].astype(float), part["ci_high"].astype(float), part["significant"], strict=True)
+        for xi, (d, bottom, top, sig) in enumerate(ends):
+            if bool(sig):  # beyond the whisker's far end
+                ax.annotate("*", (xi, top if d >= 0 else bottom), ha="center", va="bottom" if d >= 0 else "top")
+        ax.margins(y=0.12)
+        ax.set_xticks(x, part["short_id"].astype(str).tolist(), rotation=20, ha="right", fontsize=8)
+        ax.set(title=f"Δ {metric}", ylabel=f"difference to {reference}" if i == 0 else "")
     return _save(fig, path)

@@ -19,7 +19,7 @@ import torch
 import typer
 from rich.markup import escape
 
-from recforge.cli import catalog, recommend, runs, train  # noqa: F401  (each module registers its commands)
+from recforge.cli import catalog, experiments, plot, recommend, runs, serve, train, words  # noqa: F401  (commands register)
 from recforge.cli.common import app, err, state
 from recforge.data.download import DownloadError
 from recforge.data.ids import UnknownIdError

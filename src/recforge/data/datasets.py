@@ -31,6 +31,7 @@ from recforge.data.readers import (
     read_movielens_10m,
     read_movielens_100k,
     read_movielens_csv,
+    read_msd_taste_profile,
 )
 
 __all__ = [
@@ -58,6 +59,8 @@ class DatasetSpec:
     ``check_file + ".gz"``; for a single-file download it is checked on the temporary download before
     it is put in place). A zip download needs ``sha256``; a single file needs ``sha256`` or
     ``check_sha256`` (:func:`register_dataset` refuses a dataset that could not be verified).
+    ``archive="manual"``: no trustworthy checksum of the download is published, so recforge never downloads it;
+    the user fetches ``url`` and puts the key file in ``folder`` (a missing copy is an error saying so).
     """
 
     name: str
@@ -66,7 +69,7 @@ class DatasetSpec:
     files: tuple[str, ...]
     reader: Callable[[Path], RawDataset]
     reads: Literal["folder", "file"] = "folder"
-    archive: Literal["zip", "file"] = "zip"
+    archive: Literal["zip", "file", "manual"] = "zip"
     sha256: str | None = None
     check_file: str | None = None
     check_sha256: str | None = None
@@ -131,6 +134,9 @@ def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSp
         check_url(spec.url)
     except DownloadError as exc:
         raise ValueError(f"dataset {spec.name!r}: {exc}") from None
+    if spec.archive == "manual":  # never downloaded: nothing unverified can be installed
+        DATASETS[spec.name] = spec
+        return spec
     if spec.archive == "zip" and spec.sha256 is None:
         raise ValueError(f"dataset {spec.name!r}: a zip download needs its sha256, to verify it before extraction")
     if spec.sha256 is None and spec.check_sha256 is None:
@@ -241,6 +247,21 @@ for _spec in (
         licence="Non-commercial use (HetRec 2011 readme); commercial use needs Last.fm's permission.",
     ),
     DatasetSpec(
+        name="msd-taste-profile",
+        url="https://millionsongdataset.com/sites/default/files/challenge/train_triplets.txt.zip",
+        folder="msd-taste-profile",
+        files=("train_triplets.txt", "train_triplets.txt.gz"),
+        reader=read_msd_taste_profile,
+        archive="manual",  # no trustworthy sha256 of train_triplets.txt.zip is published: fetched by hand
+        description="Million Song Dataset taste profile (Echo Nest): 48,373,586 user-song play counts from "
+        "1,019,318 users on 384,546 songs; Last.fm-MSD song tags (lastfm_tags.db or lastfm_train/, with "
+        "unique_tracks.txt) are read when placed beside train_triplets.txt.",
+        citation="Thierry Bertin-Mahieux, Daniel P.W. Ellis, Brian Whitman and Paul Lamere. 2011. The Million Song "
+        "Dataset. ISMIR 2011.",
+        licence="Research use (Million Song Dataset terms; the taste profile and Last.fm tags have their own "
+        "terms: see millionsongdataset.com).",
+    ),
+    DatasetSpec(
         name="amazon-instruments",
         url="https://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_Musical_Instruments_5.json.gz",
         folder="amazon-2014-5core-musical-instruments",
@@ -254,6 +275,22 @@ for _spec in (
         check_sha256="8e1aaab451ba61484dfe393f53d11886246bc426c7046b180b62352580f68c1d",
         description="Amazon 2014 Musical Instruments 5-core: 10,261 reviews (1-5, with texts) from 1,429 "
         "users on 900 products.",
+        citation="Ruining He and Julian McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion "
+        "trends with one-class collaborative filtering. WWW 2016; Julian McAuley, Christopher Targett, "
+        "Qinfeng Shi and Anton van den Hengel. 2015. Image-based recommendations on styles and "
+        "substitutes. SIGIR 2015.",
+        licence=_AMAZON_LICENCE,
+    ),
+    DatasetSpec(
+        name="amazon-instant-video",
+        url="https://snap.stanford.edu/data/amazon/productGraph/categoryFiles/reviews_Amazon_Instant_Video_5.json.gz",
+        folder="amazon-2014-5core-instant-video",
+        files=("reviews_Amazon_Instant_Video_5.json", "reviews_Amazon_Instant_Video_5.json.gz"),
+        reader=read_amazon_reviews,
+        reads="file",
+        archive="manual",  # no trustworthy sha256 of the download is published: fetched by hand (gzipped or not)
+        description="Amazon 2014 Amazon Instant Video 5-core (the PyTorch recommender tutorial's file): 37,126 "
+        "reviews (1-5, with texts) from 5,130 users on 1,685 videos.",
         citation="Ruining He and Julian McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion "
         "trends with one-class collaborative filtering. WWW 2016; Julian McAuley, Christopher Targett, "
         "Qinfeng Shi and Anton van den Hengel. 2015. Image-based recommendations on styles and "
@@ -327,7 +364,7 @@ def _verify(spec: DatasetSpec, path: Path, *, name: str | None = None) -> None:
 
 
 def _manual_hint(spec: DatasetSpec, folder: Path) -> str:
-    if spec.archive == "zip":
+    if spec.archive in ("zip", "manual"):
         return f"unzip it so that {folder / spec.files[0]} exists"
     return f"save it as {folder / spec.download_name}"
 
@@ -353,6 +390,11 @@ def load_dataset(
     found = _find(spec, folder)
     if found is None:
         hint = _manual_hint(spec, folder)
+        if spec.archive == "manual":
+            raise FileNotFoundError(
+                f"dataset {spec.name!r} not found: no {' or '.join(spec.files)} in {folder}; recforge does not "
+                f"download it (no published checksum to verify it with): download {spec.url} and {hint}"
+            )
         if not download:
             raise FileNotFoundError(
                 f"dataset {spec.name!r} not found: no {' or '.join(spec.files)} in {folder}; "

@@ -14,6 +14,7 @@ import pandas as pd
 
 from recforge.data.ids import IdMap, UnknownIdError
 from recforge.data.interactions import Duplicates, Interactions
+from recforge.data.readers._base import RawDataset
 
 
 @dataclass(frozen=True)
@@ -223,20 +224,40 @@ def every_nth_split(
     *,
     n: int = 8,
     valid_fraction: float = 0.5,
-    order: np.ndarray | None = None,
+    order: np.ndarray | str | None = None,
+    assign: str = "alternate",
 ) -> Split:
     """Deterministic split of the PyTorch recommender tutorial: event ``i`` with ``i % n == 0`` held out.
 
     ``i`` counts events in the event order of ``data`` (by user, then timestamp, ties in source
     order) unless ``order`` (a permutation of ``range(len(data))``, e.g. the raw file order) is given:
-    then event ``order[i]`` is the ``i``-th. The ``k``-th held-out event (``k = i // n``) goes to
-    validation when ``ceil((k + 1) * valid_fraction) > ceil(k * valid_fraction)``, otherwise to test:
-    with the default 0.5 the held-out events alternate valid, test, valid, ... (even ``k`` -> valid).
-    ``valid_fraction=0`` gives no validation part. Deterministic: no ``seed``.
+    then event ``order[i]`` is the ``i``-th; ``order="file"`` is the order of the per-event column
+    ``data.extra["source_row"]`` (the line of each event in its file; the pipeline adds it for this option).
+    ``assign`` says which held-out events validate: ``"alternate"`` -- the ``k``-th held-out event
+    (``k = i // n``) goes to validation when ``ceil((k + 1) * valid_fraction) > ceil(k * valid_fraction)``,
+    otherwise to test (with the default 0.5: valid, test, valid, ...); ``"halves"`` -- the tutorial's
+    ``cutout = len(held) // 2``: the first ``floor(valid_fraction * held)`` held-out events validate, the rest
+    test. ``valid_fraction=0`` gives no validation part. Deterministic: no ``seed``.
     """
     n = _check_int("n", n, 2)
     valid_fraction = _check_fraction("valid_fraction", valid_fraction)
+    if assign not in ("alternate", "halves"):
+        raise ValueError(f"assign must be 'alternate' or 'halves', got {assign!r}")
     size = len(data)
+    order_name = "events" if order is None else str(order) if isinstance(order, str) else "given"
+    if isinstance(order, str):
+        if order != "file":
+            raise ValueError(f"order must be a permutation array or 'file', got {order!r}")
+        if "source_row" in data.extra:
+            order = np.argsort(np.asarray(data.extra["source_row"]), kind="stable")
+        else:
+            warnings.warn(
+                "every_nth: order='file' but the events carry no 'source_row' column (each event's file line): "
+                "counting in event order (by user, then time) instead",
+                UserWarning,
+                stacklevel=2,
+            )
+            order, order_name = None, "events"
     if order is None:
         pos = np.arange(size, dtype=np.int64)
     else:
@@ -247,7 +268,10 @@ def every_nth_split(
         pos[order] = np.arange(size, dtype=np.int64)
     held = pos % n == 0
     k = (pos // n).astype(np.float64)
-    to_valid = np.ceil((k + 1) * valid_fraction) > np.ceil(k * valid_fraction)
+    if assign == "halves":
+        to_valid = k < math.floor(int(held.sum()) * valid_fraction)
+    else:
+        to_valid = np.ceil((k + 1) * valid_fraction) > np.ceil(k * valid_fraction)
     valid_mask = held & to_valid
     test_mask = held & ~to_valid
     return _weak_split(
@@ -256,7 +280,7 @@ def every_nth_split(
         test_mask=test_mask,
         valid_mask=valid_mask if valid_fraction > 0 else None,
         protocol="every_nth",
-        params={"n": n, "valid_fraction": valid_fraction, "order": "given" if order is not None else "events"},
+        params={"n": n, "valid_fraction": valid_fraction, "order": order_name, "assign": assign},
     )
 
 
@@ -517,8 +541,17 @@ def heldout_users_split(
 _LIANG_MIN_SPLIT = 5  # held-out users with fewer (remaining) events keep them all as fold-in
 
 
+def _info_by_raw_id(info: pd.DataFrame | None, ids: IdMap, name: str) -> pd.DataFrame | None:
+    """An Interactions' side-information frame (row ``i``: index ``i``) indexed by raw id again, for re-alignment."""
+    if info is None:
+        return None
+    info = info.drop(columns=[name], errors="ignore")  # the raw-id column that alignment added
+    info.index = pd.Index(ids.ids, name=name)
+    return info
+
+
 def liang2018(
-    raw: pd.DataFrame | Interactions,
+    raw: pd.DataFrame | Interactions | RawDataset,
     *,
     heldout_users: int,
     min_rating: float | None = 3.5,
@@ -529,6 +562,7 @@ def liang2018(
     user_col: str = "user",
     item_col: str = "item",
     rating_col: str = "rating",
+    value_col: str | None = None,
 ) -> Split:
     """Liang et al. 2018 (Mult-VAE) preprocessing and split, as dawenl/vae_cf ``VAE_ML20M_WWW2018.ipynb``.
 
@@ -536,7 +570,10 @@ def liang2018(
     ``rating_col`` and optionally ``timestamp``); **its row order matters** (as in the notebook: it
     orders the items and the events each user's random draw picks from). An ``Interactions`` is
     accepted too, through ``to_frame()`` (its event order, by user then time, so the result can differ
-    from running the notebook on the raw file; its ``values`` are the ratings).
+    from running the notebook on the raw file; its ``values`` are the ratings), and so is a
+    :class:`~recforge.data.readers.RawDataset` (its ``interactions`` frame). Item and user side
+    information (``item_info`` of a RawDataset or an Interactions: tags, genres...) is carried over to
+    every part, aligned with its id maps, as every protocol does.
 
     Steps, literally: keep ``rating > min_rating`` (strict; ``None`` skips it); drop items with fewer
     than ``min_item_count`` events (if > 0), then users with fewer than ``min_user_count`` (if > 0),
@@ -549,21 +586,29 @@ def liang2018(
     ``choice(c, size, replace=False)`` among its rows in frame order; the rest is fold-in.
 
     Users are indexed in permuted order (``train``: training users; each part: its users), values are
-    1.0 (``explicit=False``), events kept as they are (no de-duplication).
+    1.0 (``explicit=False``), events kept as they are (no de-duplication); with ``value_col`` (e.g.
+    ``"weight"``, a play count) the values are that column's, kept as implicit weights.
     """
     heldout_users = _check_int("heldout_users", heldout_users, 1)
     target_fraction = _check_fraction("target_fraction", target_fraction, zero_ok=False)
     min_user_count = _check_int("min_user_count", min_user_count, 0)
     min_item_count = _check_int("min_item_count", min_item_count, 0)
+    item_info = user_info = None
     if isinstance(raw, Interactions):
         frame = raw.to_frame()
         user_col, item_col = "user", "item"
         rating_col = "rating" if raw.explicit else "value"
+        value_col = rating_col if value_col is not None else None  # an Interactions has one value column
+        item_info = _info_by_raw_id(raw.item_info, raw.items, "item")
+        user_info = _info_by_raw_id(raw.user_info, raw.users, "user")
+    elif isinstance(raw, RawDataset):
+        frame, item_info, user_info = raw.interactions, raw.item_info, raw.user_info
     elif isinstance(raw, pd.DataFrame):
         frame = raw
     else:
-        raise ValueError(f"raw must be a pandas DataFrame or Interactions, got {type(raw).__name__}")
+        raise ValueError(f"raw must be a pandas DataFrame, RawDataset or Interactions, got {type(raw).__name__}")
     needed = [user_col, item_col] + ([rating_col] if min_rating is not None else [])
+    needed += [value_col] if value_col is not None else []
     for col in needed:
         if col not in frame.columns:
             raise ValueError(f"raw has no column {col!r}; it has {list(frame.columns)}")
@@ -593,9 +638,19 @@ def liang2018(
 
     def to_interactions(plays: pd.DataFrame, users: IdMap) -> Interactions:
         cols = {"user": plays[user_col].to_numpy(), "item": plays[item_col].to_numpy()}
+        if value_col is not None:
+            cols["weight"] = plays[value_col].to_numpy(dtype=np.float32)
         if "timestamp" in plays.columns:
             cols["timestamp"] = plays["timestamp"].to_numpy()
-        return Interactions.from_frame(pd.DataFrame(cols), users=users, items=items, explicit=False, duplicates="keep")
+        return Interactions.from_frame(
+            pd.DataFrame(cols),
+            users=users,
+            items=items,
+            explicit=False,
+            duplicates="keep",
+            item_info=item_info,
+            user_info=user_info,
+        )
 
     train = to_interactions(train_plays, IdMap(tr_users, kind="user"))
     parts = []
@@ -618,6 +673,7 @@ def liang2018(
         "min_item_count": min_item_count,
         "target_fraction": target_fraction,
         "seed": seed,
+        "value_col": value_col,
         "filtered_events": len(frame),
         "filtered_users": n_users,
         "train_users": len(tr_users),
@@ -652,8 +708,13 @@ def predefined_split(
     value_col: str | None = None,
     timestamp_col: str | None = None,
     duplicates: Duplicates = "last",
+    item_info: pd.DataFrame | None = None,
+    user_info: pd.DataFrame | None = None,
 ) -> Split:
     """A split given as frames (e.g. ML-100K ``u1.base``/``u1.test``), weak generalisation.
+
+    ``item_info``/``user_info`` (indexed by raw id, as a reader gives them) are aligned to the id maps of
+    every part.
 
     Users and items are indexed over ``train_frame`` (sorted raw ids), or over the given ``users``/
     ``items`` maps. Validation/test events whose user or item is not in the maps (by default: unseen
@@ -670,7 +731,13 @@ def predefined_split(
             raise ValueError(f"{name} must be a pandas DataFrame, got {type(f).__name__}")
         if f is not None and not {"user", "item"} <= set(f.columns):
             raise ValueError(f"{name} needs columns 'user' and 'item'; it has {list(f.columns)}")
-    kw: dict[str, Any] = {"value_col": value_col, "timestamp_col": timestamp_col, "duplicates": duplicates}
+    kw: dict[str, Any] = {
+        "value_col": value_col,
+        "timestamp_col": timestamp_col,
+        "duplicates": duplicates,
+        "item_info": item_info,
+        "user_info": user_info,
+    }
     params: dict[str, Any] = {}
 
     def known(frame: pd.DataFrame, part: str) -> np.ndarray:
@@ -750,5 +817,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "random_70_20_10": ("random", {"valid": 0.2, "test": 0.1}),  # Goodreads NCF notebook
     "random_90_10": ("random", {"test": 0.1}),
     "leave_one_out_ncf": ("leave_last_out", {"n_valid": 0, "n_negatives": 99}),  # He et al. 2017
+    # the PyTorch recommender tutorial: every 8th line of the file held out, its first half valid, second half test
+    "tutorial_every_8th": ("every_nth", {"n": 8, "assign": "halves", "order": "file"}),
 }
 """Named parameter sets: preset name -> (protocol name in :data:`SPLITS`, keyword params)."""

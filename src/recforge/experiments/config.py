@@ -49,9 +49,30 @@ class DataConfig(_Section):
     """Where the events come from and how they are filtered before the split."""
 
     dataset: str | None = Field(None, description="registered dataset name, e.g. ml-100k (recforge datasets list)")
-    path: Path | None = Field(None, description="a CSV/TSV/Parquet file (with a header line) instead of a dataset")
-    user_col: str = Field("user", description="data.path: the user id column")
-    item_col: str = Field("item", description="data.path: the item id column")
+    path: Path | None = Field(
+        None, description="a CSV/TSV/Parquet file, or Amazon reviews as JSON lines (.json[.gz]), instead of a dataset"
+    )
+    bad_lines: Literal["error", "skip"] = Field(
+        "error",
+        description="data.path JSON lines reviews: refuse a bad line (error: file, line, field) or skip bad lines "
+        "with a count in the log (skip)",
+    )
+    user_col: str | int = Field("user", description="data.path: the user id column (a name, or a position 1, 2...)")
+    item_col: str | int = Field("item", description="data.path: the item id column")
+    ids: Literal["str", "int", "auto"] = Field(
+        "str",
+        description='data.path: ids as written ("str": 0012 and 12 are two ids), "int" (integers), '
+        '"auto" (int when all are canonical integers)',
+    )
+    header: bool | None = Field(
+        None,
+        description="data.path: whether the first line names the columns (default: yes, unless data.columns is "
+        "given); false without data.columns: columns named by position, 1, 2, ...",
+    )
+    columns: list[str] | None = Field(
+        None, description='data.path: the column names of a file without a header line, e.g. ["user", "item", "rating"]'
+    )
+    sep: str | None = Field(None, description='data.path: the separator (default: by suffix, else sniffed; " " too)')
     rating_col: str | None = Field(
         AUTO, description='data.path: the rating column; "auto": the column "rating" if the file has one; "": none'
     )
@@ -67,7 +88,7 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.dataset is None) == (self.path is None):
+        if self.dataset is not None and self.path is not None:
             raise ValueError("give exactly one of data.dataset or data.path")
         return self
 
@@ -104,6 +125,16 @@ class EvaluationConfig(_Section):
     sampled_ks: list[int] = Field(default_factory=lambda: [10], description="cut-offs of the sampled protocol")
     batch_size: int | None = Field(None, gt=0, description="users per scoring block; default from free memory")
     coverage: bool = Field(False, description="also report catalogue coverage of the top-k lists")
+    test_input: Literal["train+valid", "train"] = Field(
+        "train+valid",
+        description="what the model scores test users from: their training and validation events (default), or "
+        "their training events only",
+    )
+    test_exclude: Literal["input", "train+valid"] = Field(
+        "input",
+        description="what is removed from the test rankings: the input (default), or the training and validation "
+        'events whatever the input ("train" input + "train+valid": the protocol of most other libraries)',
+    )
 
 
 class TrainingConfig(_Section):
@@ -116,6 +147,9 @@ class TrainingConfig(_Section):
     resume: Literal["auto", "never", "strict"] = Field(
         "auto", description="auto: resume a matching checkpoint, else start afresh; strict: refuse a mismatch"
     )
+    max_time: float | None = Field(
+        None, gt=0, description="a time budget in seconds: no epoch starts after it is spent (the best epoch is kept)"
+    )
 
 
 class RunConfig(_Section):
@@ -124,6 +158,7 @@ class RunConfig(_Section):
         None, description="the run folder's name (letters, digits, -_.); default: time-dataset-model-random"
     )
     seed: int = Field(0, description="seed of the split and the model unless they set their own")
+    study: str | None = Field(None, description="the hyper-parameter search this run belongs to (set by recforge tune)")
 
     @field_validator("name")
     @classmethod
@@ -139,12 +174,31 @@ class RunConfig(_Section):
 class ExperimentConfig(_Section):
     """One experiment: data -> split -> model -> evaluation -> run directory."""
 
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)  # none for a predefined split given as files
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    tune: dict[str, Any] | None = Field(
+        None, description="search space and objective of `recforge tune` (recforge.experiments.tuning); run ignores it"
+    )
+
+    @model_validator(mode="after")
+    def _a_source(self) -> ExperimentConfig:
+        """data.dataset or data.path, except for a predefined split given as files (split.train_path and
+        split.test_path), which are the data themselves."""
+        if self.data.dataset is None and self.data.path is None and not self.split_files():
+            raise ValueError(
+                "give exactly one of data.dataset or data.path (or, for --split predefined, the files "
+                "split.train_path and split.test_path, and optionally split.valid_path)"
+            )
+        return self
+
+    def split_files(self) -> bool:
+        """Whether the data are predefined split files (``split.train_path`` and ``split.test_path``)."""
+        params = self.split.params
+        return self.split.protocol == "predefined" and "train_path" in params and "test_path" in params
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

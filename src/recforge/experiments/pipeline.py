@@ -14,11 +14,12 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -26,16 +27,25 @@ from recforge import distributed
 from recforge.data import filters
 from recforge.data.datasets import DATASETS, dataset_info, get_spec, load_dataset
 from recforge.data.interactions import Interactions
-from recforge.data.readers import RawDataset, read_movielens_100k_fold, read_table
+from recforge.data.readers import RawDataset, read_amazon_reviews, read_movielens_100k_fold, read_table
+from recforge.data.readers.msd import TRIPLET_FILES, read_msd_taste_profile
 from recforge.data.readers.tables import table_columns
 from recforge.data.splits import PRESETS, SPLITS, EvalPart, Split, liang2018, predefined_split, random_split
 from recforge.evaluation.evaluate import EvaluationResult, evaluate_ranking, evaluate_ratings, evaluate_sampled
+from recforge.evaluation.protocol import (
+    FOLD_IN_PROTOCOL,
+    VALID_PROTOCOL,
+    ProtocolPart,
+    TestProtocol,
+    apply_protocol,
+)
 from recforge.experiments.config import AUTO, ConfigError, ExperimentConfig, config_error
 from recforge.experiments.runs import new_run_id, run_directory
 from recforge.metrics import parse_metric
 from recforge.metrics.rating import MAE, RMSE, RoundedAccuracy
 from recforge.models.base import BaseRecommender, InvalidParameterError
 from recforge.models.registry import create_model, load_model, model_class
+from recforge.training.callbacks import Callback
 from recforge.training.options import TrainingOptions, resolve_device
 
 PREDEFINED_PARAMS = ("fold", "train_path", "test_path", "valid_path", "valid_fraction", "seed")
@@ -44,7 +54,10 @@ PREDEFINED_PARAMS = ("fold", "train_path", "test_path", "valid_path", "valid_fra
 DEFAULT_VALID = 0.1
 """The validation fraction the ``random`` split gets when ``split.valid`` is not set and the model stops early."""
 
-_TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".dat", ".parquet", ".pq", ".gz", ".bz2")
+EVENT_COLUMNS = ("review_text",)
+"""Per-event columns of the raw data carried through the split into every part (``Interactions.extra``)."""
+
+_TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".txt", ".dat", ".parquet", ".pq", ".json", ".jsonl", ".gz", ".bz2")
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(task, done, total)`` while evaluating."""
@@ -106,8 +119,10 @@ def looks_like_a_file(name: str) -> bool:
 
 
 def _split_call(cfg: ExperimentConfig) -> tuple[Callable[..., Split], dict[str, Any]]:
-    """The split function and its parameters; a preset name expands to its protocol and defaults."""
-    protocol, params = cfg.split.protocol, cfg.split.params
+    """The split function and its parameters; a preset name expands to its protocol and defaults. TOML has no
+    null: the text ``none`` stands for Python's None (``--set split.min_rating=none``)."""
+    protocol = cfg.split.protocol
+    params = {k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in cfg.split.params.items()}
     if protocol in PRESETS:
         protocol, defaults = PRESETS[protocol]
         params = {**defaults, **params}
@@ -133,7 +148,10 @@ def split_protocols() -> list[dict[str, Any]]:
         if fn is predefined_split:
             params: dict[str, Any] = dict.fromkeys(PREDEFINED_PARAMS, None)
             params["valid_fraction"] = 0.0
-            summary = "an official ML-100K fold (fold='u1') or train_path/test_path(/valid_path) files"
+            summary = (
+                "an official ML-100K fold (fold='u1') or train_path/test_path(/valid_path) files (they are the data: "
+                "no data.path; or --train-file/--valid-file/--test-file)"
+            )
         else:
             sig = inspect.signature(fn).parameters
             params = {n: sig[n].default for n in _keyword_params(fn)}
@@ -150,10 +168,14 @@ def _early_stops(cfg: ExperimentConfig) -> bool:
     return callable(patience) and patience() is not None
 
 
-def _table_columns(path: Path) -> list[str] | None:
-    """The header of a CSV/TSV/Parquet file, or None when it cannot be read here (the reader will say why)."""
+def _table_columns(path: Path, cfg: ExperimentConfig | None = None) -> list[str] | None:
+    """The columns of a CSV/TSV/Parquet file (its header, ``data.columns`` or positions when ``data.header`` is
+    false), or None when it cannot be read here (the reader will say why)."""
+    d = cfg.data if cfg is not None else None
     try:
-        return table_columns(path)
+        if d is None:
+            return table_columns(path)
+        return table_columns(path, d.sep, header=d.header is not False, columns=d.columns)
     except (OSError, ValueError, EOFError):
         return None
 
@@ -161,7 +183,7 @@ def _table_columns(path: Path) -> list[str] | None:
 def _auto_column(cfg: ExperimentConfig, name: str) -> str | None:
     """``name`` when the table read (the predefined ``split.train_path``, else ``data.path``) has that column."""
     source = cfg.split.params.get("train_path") or cfg.data.path
-    columns = _table_columns(Path(str(source))) if source is not None else None
+    columns = _table_columns(Path(str(source)), cfg) if source is not None else None
     return name if columns is not None and name in columns else None
 
 
@@ -177,6 +199,11 @@ def resolve_config(cfg: ExperimentConfig) -> tuple[ExperimentConfig, list[str]]:
     """
     notes: list[str] = []
     data = cfg.data
+    if data.path is not None and cfg.split_files():
+        notes.append(
+            f"data.path = {str(data.path)!r} is not read: the predefined split's files (split.train_path, "
+            "split.test_path, split.valid_path) are the data; data.path may be left out"
+        )
     for key, column in (("rating_col", "rating"), ("timestamp_col", "timestamp")):
         value = getattr(data, key)
         if data.dataset is not None or value == "":
@@ -208,16 +235,40 @@ def _no_valid_hint(cfg: ExperimentConfig) -> str:
 
 
 def load_raw(cfg: ExperimentConfig) -> RawDataset:
-    """Read the configured data source (a registered dataset or a table with a column mapping)."""
+    """Read the configured data source (a registered dataset or a table with a column mapping); for a predefined
+    split given as files, the training file (the split reads the others; a ``data.path`` is not read)."""
     d = cfg.data
     if d.dataset is not None:
         return load_dataset(d.dataset, data_dir=d.data_dir, download=d.download)
+    if cfg.split_files():  # predefined split files are the data: the training file (the split reads the rest)
+        return read_table(cfg.split.params["train_path"], **_columns(cfg))
     assert d.path is not None
+    if Path(str(d.path)).name in TRIPLET_FILES:  # the headerless MSD taste profile (and its tags beside it)
+        return read_msd_taste_profile(d.path)
+    if is_json_lines(d.path):  # Amazon-format reviews (reviewerID, asin, overall, reviewText...), plain or .gz
+        return read_amazon_reviews(d.path, bad_lines=d.bad_lines)
     return read_table(d.path, **_columns(cfg))
 
 
+def is_json_lines(path: str | Path) -> bool:
+    """Whether ``data.path`` names a JSON lines file (``.json``, ``.jsonl``, optionally ``.gz``/``.bz2``)."""
+    name = Path(str(path)).name.lower()
+    for suffix in (".gz", ".bz2"):
+        name = name.removesuffix(suffix)
+    return name.endswith((".json", ".jsonl"))
+
+
+def data_label(cfg: ExperimentConfig) -> str:
+    """What a run's data is called in its generated name and tables: the dataset, else the file's stem."""
+    if cfg.data.dataset is not None:
+        return cfg.data.dataset
+    source = cfg.split.params["train_path"] if cfg.split_files() else cfg.data.path
+    return Path(str(source)).stem
+
+
 def _columns(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The column mapping of ``data.path`` (and of predefined split files), ``rating_col`` resolved."""
+    """The column mapping and reading options (``data.ids``, ``header``, ``columns``, ``sep``) of ``data.path``
+    and of predefined split files, ``rating_col`` resolved."""
     d = cfg.data
     rating = _auto_column(cfg, "rating") if d.rating_col == AUTO else d.rating_col
     timestamp = _auto_column(cfg, "timestamp") if d.timestamp_col == AUTO else d.timestamp_col
@@ -226,6 +277,10 @@ def _columns(cfg: ExperimentConfig) -> dict[str, Any]:
         "item_col": d.item_col,
         "rating_col": rating or None,
         "timestamp_col": timestamp or None,
+        "ids": d.ids,
+        "header": d.header,
+        "columns": d.columns,
+        "sep": d.sep,
     }
 
 
@@ -236,7 +291,7 @@ def data_source(cfg: ExperimentConfig) -> dict[str, Any]:
     if d.dataset is not None:
         info = dataset_info(d.dataset, data_dir=d.data_dir)
         out.update(dataset=info["name"], folder=info["path"], files=info["files"])
-    else:
+    elif d.path is not None and not cfg.split_files():
         out["path"] = str(Path(str(d.path)).resolve())
     for key in ("train_path", "test_path", "valid_path"):
         if key in cfg.split.params:
@@ -263,21 +318,32 @@ def make_split(cfg: ExperimentConfig, raw: RawDataset, frame: pd.DataFrame) -> S
     reference notebook. It filters ratings itself, so ``data.min_rating`` should stay unset there.
     """
     fn, params = _split_call(cfg)
-    if fn is liang2018:
-        return fn(frame, **params)
+    if fn is liang2018:  # the filtered frame, with the dataset's side information (tags, genres)
+        return fn(RawDataset(raw.name, frame, raw.item_info, raw.user_info), **params)
     if fn is predefined_split:
-        return _predefined(cfg, params)
+        files_only = cfg.data.dataset is None and cfg.split_files()  # load_raw read the training file
+        return _predefined(cfg, params, raw, train_events=frame if files_only else None)
     if "seed" in _keyword_params(fn):
         params.setdefault("seed", cfg.run.seed)
-    data = Interactions.from_frame(frame, item_info=raw.item_info, user_info=raw.user_info)
+    extra = tuple(c for c in EVENT_COLUMNS if c in frame.columns)  # review texts travel with their events
+    if params.get("order") == "file":  # every_nth in file order (the tutorial's split): each event's line
+        frame, extra = frame.assign(source_row=np.arange(len(frame), dtype=np.int64)), (*extra, "source_row")
+    data = Interactions.from_frame(frame, item_info=raw.item_info, user_info=raw.user_info, extra_cols=extra)
     return fn(data, **params)
 
 
-def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
+def _predefined(
+    cfg: ExperimentConfig,
+    params: dict[str, Any],
+    raw: RawDataset | None = None,
+    *,
+    train_events: pd.DataFrame | None = None,
+) -> Split:
     """An official ML-100K fold (``fold="u1"``) or ``train_path``/``test_path`` files read like ``data.path``.
 
     ``valid_fraction`` carves a seeded random validation part out of the training events (for early
-    stopping) when no ``valid_path`` is given. The configured filters apply to every file.
+    stopping) when no ``valid_path`` is given. The configured filters apply to every file. ``train_events``: the
+    training file already read and filtered (:func:`load_raw` reads it: the files are the data).
     """
     d = cfg.data
     if "fold" in params:
@@ -288,7 +354,8 @@ def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
         valid = None
     elif "train_path" in params and "test_path" in params:
         columns = _columns(cfg)
-        train, test = (read_table(params[k], **columns).interactions for k in ("train_path", "test_path"))
+        train = read_table(params["train_path"], **columns).interactions if train_events is None else None
+        test = read_table(params["test_path"], **columns).interactions
         valid = read_table(params["valid_path"], **columns).interactions if "valid_path" in params else None
     else:
         raise ConfigError("split: 'predefined' needs split.fold (ML-100K) or split.train_path and split.test_path")
@@ -297,6 +364,8 @@ def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
         for f in (train, test, valid)
     ]
     train, test, valid = frames
+    if train_events is not None:
+        train = train_events
     fraction = float(params.get("valid_fraction", 0.0))
     if valid is None and fraction > 0:
         carved = random_split(Interactions.from_frame(train), test=fraction, seed=params.get("seed", cfg.run.seed))
@@ -304,7 +373,8 @@ def _predefined(cfg: ExperimentConfig, params: dict[str, Any]) -> Split:
         marked = train.merge(in_valid.assign(_valid=True), on=["user", "item"], how="left")
         is_valid = marked["_valid"].fillna(False).to_numpy(dtype=bool)
         train, valid = train[~is_valid], train[is_valid]
-    split = predefined_split(train, test, valid_frame=valid)
+    info = {"item_info": raw.item_info, "user_info": raw.user_info} if raw is not None else {}
+    split = predefined_split(train, test, valid_frame=valid, **info)
     split.params.update({k: v for k, v in params.items() if k != "seed"})
     return split
 
@@ -331,8 +401,11 @@ def checkpoint_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.run.output_dir) / ".checkpoints" / digest
 
 
-def training_options(cfg: ExperimentConfig, *, log: Callable[[str], None] | None = None) -> TrainingOptions:
-    """The :class:`TrainingOptions` of the ``[training]`` section; ``log`` receives a line per epoch."""
+def training_options(
+    cfg: ExperimentConfig, *, log: Callable[[str], None] | None = None, callbacks: Sequence[Callback] = ()
+) -> TrainingOptions:
+    """The :class:`TrainingOptions` of the ``[training]`` section; ``log`` receives a line per epoch,
+    ``callbacks`` are extra Trainer callbacks (a tuner's pruning)."""
     t = cfg.training
     return TrainingOptions(
         device=t.device,
@@ -340,17 +413,56 @@ def training_options(cfg: ExperimentConfig, *, log: Callable[[str], None] | None
         checkpoint_dir=checkpoint_dir(cfg) if t.checkpoints else None,
         resume=t.resume,
         log=log,
+        callbacks=tuple(callbacks),
+        max_time=t.max_time,
     )
+
+
+def split_fingerprint(split: Split) -> str:
+    """A stable digest of the split's events: training events, and the history and target events of every
+    evaluation part (with their id maps and sampled negatives). Two runs are compared per user only when their
+    ``split.json`` fingerprints are equal (``recforge compare``)."""
+    h = hashlib.sha256(f"{split.protocol}|".encode())
+    h.update(split.train.digest().encode())
+    for name, part in (("valid", split.valid), ("test", split.test)):
+        h.update(f"|{name}:".encode())
+        if part is not None:
+            h.update(f"{part.history.digest()}/{part.target.digest()}/{int(part.known_users)}".encode())
+            if part.negatives is not None:
+                h.update(part.negatives.astype("int64").tobytes())
+    return h.hexdigest()[:32]
 
 
 RATING_METRICS = {"rmse": RMSE, "mae": MAE, "rounded_accuracy": RoundedAccuracy}
 
 
+def configured_test_protocol(cfg: ExperimentConfig) -> TestProtocol:
+    """The configured test protocol (``evaluation.test_input``, ``evaluation.test_exclude``)."""
+    return TestProtocol(cfg.evaluation.test_input, cfg.evaluation.test_exclude)
+
+
+def part_protocol(split: Split, name: str, cfg: ExperimentConfig) -> ProtocolPart:
+    """Part ``name`` ("valid" or "test") of ``split`` as it is evaluated: the test part under the configured
+    protocol, the validation part from the training events (held-out users: from their fold-in events)."""
+    if name == "test":
+        return apply_protocol(split, configured_test_protocol(cfg))
+    part = split.valid
+    assert part is not None
+    return ProtocolPart(part, None, dict(VALID_PROTOCOL if part.known_users else FOLD_IN_PROTOCOL))
+
+
 def evaluate_part(
-    model: BaseRecommender, part: EvalPart, cfg: ExperimentConfig, *, progress: Progress | None = None, task: str = ""
+    model: BaseRecommender,
+    part: EvalPart,
+    cfg: ExperimentConfig,
+    *,
+    progress: Progress | None = None,
+    task: str = "",
+    exclude: Any = None,
 ) -> dict[str, EvaluationResult]:
     """Every evaluation that applies: full ranking always, rating errors for explicit targets of rating
-    models, and the sampled-negatives protocol when the part carries negatives."""
+    models, and the sampled-negatives protocol when the part carries negatives. ``exclude``: items removed from
+    the rankings besides ``part.history`` (the test protocol, :func:`part_protocol`)."""
     metrics = [parse_metric(m) for m in cfg.evaluation.metrics]
     total = part.n_users
     done = 0
@@ -370,6 +482,7 @@ def evaluate_part(
             coverage=cfg.evaluation.coverage,
             progress=step,
             world=distributed.world(),
+            exclude=exclude,
         )
     }
     if part.target.explicit and hasattr(model, "predict_indices") and part.known_users:
@@ -424,15 +537,35 @@ def _check_finite(part: str, metrics: dict[str, Any]) -> None:
         )
 
 
+#: Columns of ``item_info`` saved in a run's ``items.csv`` as ``|``-separated lists (a ``|`` in a value becomes ``/``).
+ITEM_LIST_COLUMNS = ("genres", "tags")
+
+
 def _item_titles(raw: RawDataset, split: Split) -> pd.DataFrame | None:
-    """``item, title`` of the model's items, when the dataset has titles (``recforge recommend`` prints them)."""
+    """``item, title[, genres][, tags]`` of the model's items, when the dataset has titles (or names), genres or tags.
+
+    Saved as the run's ``items.csv``, so that ``recforge recommend`` and ``recforge serve`` show them without the
+    data folder. Lists are written ``|``-separated.
+    """
     info = raw.item_info
-    if info is None or "title" not in info.columns:
+    if info is None:
         return None
-    ids = split.train.items.ids
-    titles = info["title"].reindex(pd.Index(ids))
-    frame = pd.DataFrame({"item": ids, "title": titles.to_numpy()})
-    return frame[frame["title"].notna()]
+    title_col = next((c for c in ("title", "name") if c in info.columns), None)
+    lists = [c for c in ITEM_LIST_COLUMNS if c in info.columns]
+    if title_col is None and not lists:
+        return None
+    ids = pd.Index(split.train.items.ids)
+    frame = pd.DataFrame({"item": ids.to_numpy()})
+    frame["title"] = info[title_col].reindex(ids).to_numpy() if title_col else None
+    keep = np.array(frame["title"].notna(), dtype=bool)
+    for column in lists:
+        values = info[column].reindex(ids)
+        frame[column] = [
+            "|".join(str(v).replace("|", "/") for v in x) if isinstance(x, list | tuple | np.ndarray) else ""
+            for x in values
+        ]
+        keep |= frame[column].to_numpy() != ""
+    return frame[keep]
 
 
 def _heldout_users(split: Split) -> dict[str, list[Any]]:
@@ -445,7 +578,12 @@ def _heldout_users(split: Split) -> dict[str, list[Any]]:
 
 
 def run_experiment(
-    cfg: ExperimentConfig, *, progress: Progress | None = None, log: Callable[[str], None] | None = None
+    cfg: ExperimentConfig,
+    *,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Callback] = (),
+    parts: Sequence[str] = ("valid", "test"),
 ) -> ExperimentResult:
     """Run one experiment and write its run directory and registry row (atomically, as one unit).
 
@@ -455,11 +593,15 @@ def run_experiment(
 
     In several processes (``torchrun``) every rank reads the data, trains its share and evaluates its share of
     the users; rank 0 alone writes the run directory and the registry row and reports progress.
+
+    ``callbacks`` are passed to the training (:class:`TrainingOptions`); ``parts`` are the parts evaluated
+    (a tuner's trials evaluate ``("valid",)`` only, so that the test part is never looked at during a search).
     """
     check_config(cfg)
     cfg, defaults = resolve_config(cfg)
     rank = distributed.world()
-    label = f"{cfg.data.dataset or Path(str(cfg.data.path)).stem}-{cfg.model.name}"
+    named = getattr(build_model(cfg), "run_name", None)  # a name from the model's parameters (song models)
+    label = f"{data_label(cfg)}-{named() if callable(named) else cfg.model.name}"
     run_id = distributed.broadcast(cfg.run.name or new_run_id(label))
     if not rank.is_main:
         progress = log = None
@@ -493,14 +635,25 @@ def run_experiment(
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         summary = split.summary()
         note(f"split {cfg.split.protocol}: {json.dumps(summary)}")
+        if split.valid is not None and split.test.known_users:
+            shown = configured_test_protocol(cfg).to_json()
+            note(
+                f"test protocol: scores from {shown['input']}, excludes {shown['exclude']} "
+                "(evaluation.test_input, evaluation.test_exclude)"
+            )
         _check_parts(cfg, split, defaults)
+        if "test" not in parts and split.valid is None:
+            raise ValueError(
+                f"split {cfg.split.protocol!r} has no validation part to evaluate ({_no_valid_hint(cfg)}); "
+                "no run was written"
+            )
         if split.valid is None and _early_stops(cfg):
             note(
                 f"no validation part: early stopping is off, {cfg.model.name} trains for model.max_epochs epochs "
                 f"({_no_valid_hint(cfg)} to turn it on)"
             )
         model = build_model(cfg)
-        options = training_options(cfg, log=note)
+        options = training_options(cfg, log=note, callbacks=callbacks)
         if rank.parallel:
             note(f"training on {rank.size} processes (global batch = {rank.size} x batch_size)")
         t0 = time.perf_counter()
@@ -515,11 +668,18 @@ def run_experiment(
         note(f"fitted {model!r} in {fit_seconds:.1f}s")
         results: dict[str, dict[str, Any]] = {}
         for name, part in (("valid", split.valid), ("test", split.test)):
-            if part is None:
+            if part is None or name not in parts:
                 continue
             t0 = time.perf_counter()
-            res = evaluate_part(model, part, cfg, progress=progress, task=f"evaluating {name}")
-            results[name] = {**_merge(res), "seconds": round(time.perf_counter() - t0, 3)}
+            evaluated = part_protocol(split, name, cfg)
+            res = evaluate_part(
+                model, evaluated.part, cfg, progress=progress, task=f"evaluating {name}", exclude=evaluated.exclude
+            )
+            results[name] = {
+                **_merge(res),
+                "protocol": evaluated.protocol,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
             _check_finite(name, results[name]["metrics"])
             note(f"{name}: {json.dumps(results[name]['metrics'])}")
             if writer is not None:
@@ -529,7 +689,8 @@ def run_experiment(
                         r.per_user.to_csv(writer.path / f"per_user_{name}{suffix}.csv", index=False)
         results["fit"] = {"seconds": round(fit_seconds, 3)}
         if writer is not None:
-            writer.write_json("split.json", {**summary, "data_source": data_source(cfg)})
+            fingerprint = split_fingerprint(split)
+            writer.write_json("split.json", {**summary, "fingerprint": fingerprint, "data_source": data_source(cfg)})
             with writer.writing():
                 model.save(writer.path / "model")
                 log_rows = getattr(model, "training_log_", None)
@@ -564,6 +725,7 @@ def read_config(run_dir: str | Path) -> ExperimentConfig:
     if isinstance(tree, dict) and isinstance(tree.get("data"), dict):
         for key in ("rating_col", "timestamp_col"):  # runs made before "auto" used no such column unless named
             tree["data"].setdefault(key, None)
+        tree["data"].setdefault("ids", "auto")  # runs made before issue 20 typed canonical integer ids as integers
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
@@ -584,9 +746,18 @@ def evaluate_run(
     cfg, model = reload_run(run_dir, device=device)
     if data_dir is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"data_dir": Path(data_dir)})})
+    split = rebuild_split(cfg)
+    evaluated = part_protocol(split, "test", cfg)
+    result = _merge(
+        evaluate_part(model, evaluated.part, cfg, progress=progress, task="evaluating test", exclude=evaluated.exclude)
+    )
+    _check_finite("test", result["metrics"])
+    return {**result, "protocol": evaluated.protocol}
+
+
+def rebuild_split(cfg: ExperimentConfig) -> Split:
+    """The split of a run's (read) config, rebuilt from its data (deterministic under its seed)."""
     raw = load_raw(cfg)
     split = make_split(cfg, raw, prepare_events(cfg, raw))
     _check_parts(cfg, split, [])
-    result = _merge(evaluate_part(model, split.test, cfg, progress=progress, task="evaluating test"))
-    _check_finite("test", result["metrics"])
-    return result
+    return split

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import time
@@ -36,7 +37,7 @@ from typing import Any
 from recforge.experiments.config import is_safe_run_name
 
 REGISTRY_FILE = "registry.sqlite"
-_COLUMNS = ("id", "created", "dataset", "split", "model", "metrics", "path")
+_COLUMNS = ("id", "created", "dataset", "split", "model", "metrics", "path", "study")
 
 
 class RegistryError(ValueError):
@@ -57,13 +58,50 @@ def new_run_id(label: str) -> str:
     return f"{stamp}-{safe}-{os.urandom(2).hex()}"
 
 
+_GENERATED_ID = re.compile(r"\d{8}-\d{6}-(.+)")
+
+
+def short_id(run_id: str) -> str:
+    """A run id without its time stamp (``20261201-183344-ml-100k-ease-3f2a`` -> ``ml-100k-ease-3f2a``); a chosen
+    ``run.name`` is shown as it is. Commands accept either."""
+    match = _GENERATED_ID.fullmatch(run_id)
+    return match.group(1) if match else run_id
+
+
+def resolve_run(ref: str | Path, output_dir: str | Path = "runs") -> Path:
+    """The run folder ``ref`` names: a run folder's path, or a run id in ``output_dir`` -- full, short
+    (:func:`short_id`) or a unique prefix. An unknown or ambiguous reference raises naming the candidates."""
+    path = Path(ref)
+    if (path / "config.json").is_file():
+        return path
+    output_dir = Path(output_dir)
+    text = str(ref)
+    if (output_dir / text / "config.json").is_file():
+        return output_dir / text
+    runs = (
+        sorted(p.name for p in output_dir.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
+        if output_dir.is_dir()
+        else []
+    )
+    found = [r for r in runs if short_id(r) == text] or [
+        r for r in runs if r.startswith(text) or short_id(r).startswith(text)
+    ]
+    if len(found) == 1:
+        return output_dir / found[0]
+    if found:
+        shown = ", ".join(short_id(r) for r in found[:5]) + (" ..." if len(found) > 5 else "")
+        raise ValueError(f"run {text!r} is ambiguous in {output_dir}: {len(found)} runs match ({shown})")
+    raise FileNotFoundError(f"no run {text!r} in {output_dir} (recforge runs list --output-dir {output_dir})")
+
+
 def _check_run_id(run_id: str) -> None:
     """A run id is one folder name inside the output folder, never a path (defence behind the config check)."""
     if not is_safe_run_name(run_id):
         raise ValueError(f"run.name: {run_id!r} is not a safe folder name (letters, digits, '-', '_', '.')")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -81,7 +119,7 @@ def remove_abandoned(output_dir: Path) -> list[Path]:
     removed = []
     for tmp in Path(output_dir).glob(".*.tmp"):
         parts = tmp.name.rsplit(".", 3)  # [".<run id>", pid, hex, "tmp"]
-        if len(parts) == 4 and parts[1].isdigit() and tmp.is_dir() and not _alive(int(parts[1])):
+        if len(parts) == 4 and parts[1].isdigit() and tmp.is_dir() and not process_alive(int(parts[1])):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
     return removed
@@ -190,21 +228,31 @@ def _read_json(path: Path) -> Any:
 
 
 def registry_row(run_dir: Path) -> dict[str, Any]:
-    """The registry columns of a (complete) run folder, read from its ``config.json`` and ``metrics.json``."""
+    """The registry columns of a (complete) run folder, read from its ``config.json`` and ``metrics.json``.
+
+    ``metrics`` are the test metrics; a run evaluated on its validation part only (a tuning trial) lists those,
+    prefixed ``valid_``. ``study`` is the hyper-parameter search the run belongs to (``run.study``), if any.
+    """
     info = read_run(run_dir)
     config, metrics = info["config"], info.get("metrics", {})
     data = config.get("data", {})
-    label = data.get("dataset") or Path(str(data.get("path", "table"))).stem
+    source = config.get("split", {}).get("train_path") or data.get("path") or "table"  # predefined split files first
+    label = data.get("dataset") or Path(str(source)).stem
+    values = metrics.get("test", {}).get("metrics")
+    if values is None:
+        values = {f"valid_{k}": v for k, v in metrics.get("valid", {}).get("metrics", {}).items()}
     return {
         "dataset": label,
         "split": config.get("split", {}).get("protocol", ""),
         "model": config.get("model", {}).get("name", ""),
-        "metrics": metrics.get("test", {}).get("metrics", {}),
+        "metrics": values,
+        "study": config.get("run", {}).get("study"),
     }
 
 
 class RunRegistry:
-    """An SQLite table of finished runs: id, time, dataset, split, model, metrics and path.
+    """An SQLite table of finished runs: id, time, dataset, split, model, metrics, path and study (the
+    hyper-parameter search of a tuning trial; a registry of an older recforge gets the column when opened).
 
     A file that is not a readable registry raises :class:`RegistryError` naming it (the run folders beside it
     are not affected; moving it away starts a new registry that the next run fills from the folders).
@@ -229,8 +277,14 @@ class RunRegistry:
         try:
             con.execute(
                 "CREATE TABLE IF NOT EXISTS runs (id TEXT PRIMARY KEY, created TEXT, dataset TEXT, "
-                "split TEXT, model TEXT, metrics TEXT, path TEXT)"
+                "split TEXT, model TEXT, metrics TEXT, path TEXT, study TEXT)"
             )
+            if "study" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}:
+                try:
+                    con.execute("ALTER TABLE runs ADD COLUMN study TEXT")  # a registry of an older recforge
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process added it just now
+                        raise
         except sqlite3.Error as exc:
             con.close()
             raise self._broken(exc) from None
@@ -256,13 +310,15 @@ class RunRegistry:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 if "runs" not in tables:
                     return []
-                return con.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY id").fetchall()
+                present = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                columns = ", ".join(c if c in present else f"NULL AS {c}" for c in _COLUMNS)
+                return con.execute(f"SELECT {columns} FROM runs ORDER BY id").fetchall()
         except (sqlite3.Error, OSError) as exc:
             raise self._broken(exc) from None
 
     def _insert(self, con: sqlite3.Connection, run_id: str, row: dict[str, Any], path: Path) -> None:
         con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 datetime.now(UTC).isoformat(),
@@ -271,6 +327,7 @@ class RunRegistry:
                 row["model"],
                 json.dumps(row["metrics"], allow_nan=False),
                 str(path),
+                row.get("study"),
             ),
         )
 
@@ -307,6 +364,29 @@ class RunRegistry:
         except sqlite3.Error as exc:
             raise self._broken(exc) from None
 
+    def delete(self, run_id: str) -> None:
+        """Delete a run: its registry row and its folder, together.
+
+        In one registry transaction the row is deleted and the folder renamed to a hidden temporary name (what a
+        killed run leaves, which :func:`remove_abandoned` clears); the transaction commits only when the rename
+        succeeded, then the renamed folder is removed. Killed half-way, either both stay or both go.
+        """
+        _check_run_id(run_id)
+        folder = self.output_dir / run_id
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no run {run_id!r} in {self.output_dir}")
+        doomed = self.output_dir / f".{run_id}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        try:
+            with self._transaction() as con:
+                con.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                try:
+                    os.replace(folder, doomed)
+                except OSError as exc:
+                    raise _cannot_write(self.output_dir, exc) from None
+        except sqlite3.Error as exc:
+            raise self._broken(exc) from None
+        shutil.rmtree(doomed, ignore_errors=True)
+
     def reconcile(self) -> list[str]:
         """Register the complete run folders that have no row (e.g. made before the registry existed). Returns them."""
         if not self.output_dir.is_dir():
@@ -338,11 +418,21 @@ class RunRegistry:
             raise self._broken(exc) from None
         return added
 
-    def add(self, run_id: str, *, dataset: str, split: str, model: str, metrics: dict[str, Any], path: Path) -> None:
+    def add(
+        self,
+        run_id: str,
+        *,
+        dataset: str,
+        split: str,
+        model: str,
+        metrics: dict[str, Any],
+        path: Path,
+        study: str | None = None,
+    ) -> None:
         """Write one row (replacing a row with the same id)."""
         try:
             with self._transaction() as con:
-                row = {"dataset": dataset, "split": split, "model": model, "metrics": metrics}
+                row = {"dataset": dataset, "split": split, "model": model, "metrics": metrics, "study": study}
                 self._insert(con, run_id, row, path)
         except sqlite3.Error as exc:
             raise self._broken(exc) from None
@@ -357,5 +447,5 @@ class RunRegistry:
                 metrics = json.loads(r[5]) if r[5] else {}
             except json.JSONDecodeError:
                 metrics = {}
-            out.append(dict(zip(_COLUMNS, (*r[:5], metrics, r[6]), strict=True)))
+            out.append(dict(zip(_COLUMNS, (*r[:5], metrics, *r[6:]), strict=True)))
         return out

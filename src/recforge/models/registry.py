@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE, RecVAE
+from recforge.models.autoencoders import AE, SVAE, VAE, CMultiVAE, MultiDAE, MultiVAE, RecVAE, SongMLP, SongVAE
 from recforge.models.base import BaseRecommender, ModelFileError, read_saved_config
 from recforge.models.bpr import BPR
 from recforge.models.cofi import CoFiMF
@@ -17,6 +17,7 @@ from recforge.models.ncf import GMF, MLP, HybridNeuMF, NeuMF
 from recforge.models.neighbors import ItemKNN
 from recforge.models.popularity import Popularity
 from recforge.models.slim import ADMMSLIM
+from recforge.models.text import TextBiasedMF, TextItem, TextMF
 
 MODELS: dict[str, type[BaseRecommender]] = {
     cls.name: cls
@@ -35,6 +36,8 @@ MODELS: dict[str, type[BaseRecommender]] = {
         RecVAE,
         CFGAN,
         SVAE,
+        SongMLP,
+        SongVAE,
         CoFiMF,
         ClassicMF,
         BiasedMF,
@@ -42,6 +45,9 @@ MODELS: dict[str, type[BaseRecommender]] = {
         MLP,
         NeuMF,
         HybridNeuMF,
+        TextItem,
+        TextMF,
+        TextBiasedMF,
     )
 }
 
