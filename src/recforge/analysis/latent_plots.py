@@ -198,18 +198,7 @@ def plot_class_clouds(
     for c in chosen:
         sel = labels == c
         ax.scatter(blocks[0][sel, 0], blocks[0][sel, 1], s=14, alpha=0.55, color=colours[c], label=c)
-    for i, c in enumerate(chosen):
-        ax.scatter(
-            blocks[1][i, 0],
-            blocks[1][i, 1],
-            s=160,
-            marker="X",
-            color=colours[c],
-            edgecolor="black",
-            linewidth=0.8,
-            zorder=4,
-        )
-    ax.scatter([], [], s=120, marker="X", color="white", edgecolor="black", label="class mean")
+    _mark_means(ax, blocks[1], [colours[c] for c in chosen], "class mean")
     _mark_user(ax, blocks[2:], z_user is not None, z_steered is not None)
     xlabel, ylabel = proj.axis_labels(stats.dim)
     ax.set(
@@ -221,6 +210,13 @@ def plot_class_clouds(
     )
     _legend(ax, "top tag")
     return _save(fig, path)
+
+
+def _mark_means(ax: Any, points: np.ndarray, colours: list[Any], label: str) -> None:
+    """Each class mean as a large cross in its class's colour, with one legend entry for all of them."""
+    for (x, y), colour in zip(points[: len(colours), :2], colours, strict=True):
+        ax.scatter(x, y, s=160, marker="X", color=colour, edgecolor="black", linewidth=0.8, zorder=4)
+    ax.scatter([], [], s=120, marker="X", color="white", edgecolor="black", label=label)
 
 
 def _mark_user(ax: Any, blocks: list[np.ndarray], has_user: bool, has_steered: bool) -> None:
@@ -283,18 +279,8 @@ def plot_users(
         sel = labels == c
         ax.scatter(blocks[0][sel, 0], blocks[0][sel, 1], s=22, alpha=0.75, color=colours[c], label=f"{c} ({counts[c]})")
     if means is not None:
-        for i, c in enumerate(c for c in present if c in stats.class2idx):
-            ax.scatter(
-                blocks[1][i, 0],
-                blocks[1][i, 1],
-                s=160,
-                marker="X",
-                color=colours[c],
-                edgecolor="black",
-                linewidth=0.8,
-                zorder=4,
-            )
-        ax.scatter([], [], s=120, marker="X", color="white", edgecolor="black", label="class mean (training users)")
+        shown = [colours[c] for c in present if c in stats.class2idx]
+        _mark_means(ax, blocks[1], shown, "class mean (training users)")
     xlabel, ylabel = proj.axis_labels(z.shape[1])
     ax.set(
         xlabel=xlabel,

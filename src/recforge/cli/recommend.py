@@ -169,17 +169,22 @@ def _recommendations(
         if values is not None:
             history["ratings"] = values
         return [{"user_id": None, **history, **_lists(rec)}]
-    if all_users:
-        user_ids = list(model.users_.ids)
-    else:
-        try:
-            user_ids = known_ids(model.users_, user or [])
-        except UnknownIdError as exc:
-            raise _unknown_users_hint(run_dir, exc) from None
+    user_ids = _user_ids(run_dir, model, user, all_users)
     return [
         {"user_id": _plain(u), **_lists(rec)}
         for u, rec in zip(user_ids, model.recommend(user_ids, k, **options), strict=True)
     ]
+
+
+def _user_ids(run_dir: Path, model: BaseRecommender, user: list[str] | None, all_users: bool) -> list[Any]:
+    """Every training user (``--all-users``), or the ``--user`` ids, checked (unknown ones named, with a hint for
+    users the split held out of training)."""
+    if all_users:
+        return list(model.users_.ids)
+    try:
+        return known_ids(model.users_, user or [])
+    except UnknownIdError as exc:
+        raise _unknown_users_hint(run_dir, exc) from None
 
 
 def _protocol_recommendations(
@@ -204,13 +209,7 @@ def _protocol_recommendations(
             f"{run_dir}'s test users were held out of training: they have no validation events to add or exclude; "
             "use --items with their history"
         )
-    if all_users:
-        user_ids = list(model.users_.ids)
-    else:
-        try:
-            user_ids = known_ids(model.users_, user or [])
-        except UnknownIdError as exc:
-            raise _unknown_users_hint(run_dir, exc) from None
+    user_ids = _user_ids(run_dir, model, user, all_users)
     rows = model.users_.index(user_ids)
     before_test = split.test.history.matrix  # training + validation events
     history = (before_test if protocol.input == "train+valid" else split.train.matrix)[rows]

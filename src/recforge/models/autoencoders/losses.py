@@ -116,6 +116,32 @@ def weight_penalty(module: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
+def autoencoder_objective(
+    module: nn.Module,
+    reconstruction: torch.Tensor,
+    name: str,
+    mu: torch.Tensor,
+    logvar: torch.Tensor | None,
+    *,
+    beta: float,
+    l2: float,
+    batch_size: int,
+) -> dict[str, torch.Tensor]:
+    r"""The training loss of a row autoencoder and its logged parts: the reconstruction term (logged as ``name``),
+    plus :math:`\beta\,\mathrm{KL}` for a VAE (``logvar`` given), plus
+    :math:`\frac{\text{l2}}{\text{batch\_size}} \sum W^2` over the weight matrices when ``l2 > 0``."""
+    loss, parts = reconstruction, {name: reconstruction.detach()}
+    if logvar is not None:
+        kl = gaussian_kl(mu, logvar)
+        loss = loss + beta * kl
+        parts["kl"] = kl.detach()
+    if l2 > 0:
+        reg = weight_penalty(module)
+        loss = loss + (l2 / batch_size) * reg
+        parts["weights_sq"] = reg.detach()
+    return {"loss": loss, **parts}
+
+
 def next_k_nll(logits: torch.Tensor, targets: torch.Tensor, next_k: int) -> torch.Tensor:
     r"""SVAE's next-``k`` multinomial loss (Sachdeva et al. 2019), mean over the time steps of the batch.
 

@@ -21,11 +21,10 @@ from recforge.data.interactions import Interactions
 from recforge.data.samplers import UserRows
 from recforge.models.autoencoders.losses import (
     SparseRows,
+    autoencoder_objective,
     bernoulli_nll,
-    gaussian_kl,
     multinomial_nll,
     squared_error,
-    weight_penalty,
 )
 from recforge.models.autoencoders.networks import AutoencoderNet
 from recforge.models.autoencoders.params import DropoutRate, HiddenDims, NonNegative, RowParams, annealing
@@ -100,16 +99,8 @@ class _RowAutoencoder(RowParams, TorchRecommender):
         ctx: StepContext,
     ) -> dict[str, torch.Tensor]:
         nll = self.reconstruction_loss(logits, target)
-        loss, parts = nll, {"nll": nll.detach()}
-        if logvar is not None:
-            kl = gaussian_kl(mu, logvar)
-            loss = loss + ctx.values.get("beta", self.beta) * kl
-            parts["kl"] = kl.detach()
-        if self.l2 > 0:
-            reg = weight_penalty(module)
-            loss = loss + (self.l2 / self.batch_size) * reg
-            parts["weights_sq"] = reg.detach()
-        return {"loss": loss, **parts}
+        beta = ctx.values.get("beta", self.beta) if logvar is not None else 0.0  # AEs have no beta
+        return autoencoder_objective(module, nll, "nll", mu, logvar, beta=beta, l2=self.l2, batch_size=self.batch_size)
 
     # ------------------------------------------------------------------ scoring
     def _rows(self, history: sp.csr_array) -> SparseRows:

@@ -38,7 +38,7 @@ from torch import nn
 
 from recforge.data.interactions import Interactions
 from recforge.data.samplers import UserRows
-from recforge.models.autoencoders.losses import SparseRows, bernoulli_nll, gaussian_kl, weight_penalty
+from recforge.models.autoencoders.losses import SparseRows, autoencoder_objective, bernoulli_nll
 from recforge.models.autoencoders.networks import AutoencoderNet
 from recforge.models.autoencoders.params import AutoencoderParams, DropoutRate, HiddenDims, NonNegative
 from recforge.models.neural import TorchRecommender
@@ -123,16 +123,8 @@ class _SongAutoencoder(SongParams, TorchRecommender):
         logits, mu, logvar = module(x, noise=True)
         target = dataclasses.replace(batch, values=torch.ones_like(batch.values))
         bce = bernoulli_nll(logits, target)
-        loss, parts = bce, {"bce": bce.detach()}
-        if logvar is not None:
-            kl = gaussian_kl(mu, logvar)
-            loss = loss + ctx.values.get("beta", self.beta) * kl
-            parts["kl"] = kl.detach()
-        if self.l2 > 0:
-            reg = weight_penalty(module)
-            loss = loss + (self.l2 / self.batch_size) * reg
-            parts["weights_sq"] = reg.detach()
-        return {"loss": loss, **parts}
+        beta = ctx.values.get("beta", self.beta) if logvar is not None else 0.0  # AEs have no beta
+        return autoencoder_objective(module, bce, "bce", mu, logvar, beta=beta, l2=self.l2, batch_size=self.batch_size)
 
     # ------------------------------------------------------------------ the latent-space API
     def history_row(self, item_ids: Sequence[Any], values: Sequence[float] | None = None) -> sp.csr_array:
