@@ -99,6 +99,11 @@ _MOVIELENS_LICENCE = (
     "GroupLens usage licence: research use only, no commercial use without permission, acknowledge the "
     "data set in publications (cite), no redistribution without permission (see the README in the archive)."
 )
+_AMAZON_2014_CITATION = (
+    "Ruining He and Julian McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion trends with "
+    "one-class collaborative filtering. WWW 2016; Julian McAuley, Christopher Targett, Qinfeng Shi and Anton van "
+    "den Hengel. 2015. Image-based recommendations on styles and substitutes. SIGIR 2015."
+)
 _AMAZON_LICENCE = "Research use; cite the paper (see the dataset page of the McAuley lab, UCSD)."
 
 
@@ -275,10 +280,7 @@ for _spec in (
         check_sha256="8e1aaab451ba61484dfe393f53d11886246bc426c7046b180b62352580f68c1d",
         description="Amazon 2014 Musical Instruments 5-core: 10,261 reviews (1-5, with texts) from 1,429 "
         "users on 900 products.",
-        citation="Ruining He and Julian McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion "
-        "trends with one-class collaborative filtering. WWW 2016; Julian McAuley, Christopher Targett, "
-        "Qinfeng Shi and Anton van den Hengel. 2015. Image-based recommendations on styles and "
-        "substitutes. SIGIR 2015.",
+        citation=_AMAZON_2014_CITATION,
         licence=_AMAZON_LICENCE,
     ),
     DatasetSpec(
@@ -291,10 +293,7 @@ for _spec in (
         archive="manual",  # no trustworthy sha256 of the download is published: fetched by hand (gzipped or not)
         description="Amazon 2014 Amazon Instant Video 5-core (the PyTorch recommender tutorial's file): 37,126 "
         "reviews (1-5, with texts) from 5,130 users on 1,685 videos.",
-        citation="Ruining He and Julian McAuley. 2016. Ups and downs: Modeling the visual evolution of fashion "
-        "trends with one-class collaborative filtering. WWW 2016; Julian McAuley, Christopher Targett, "
-        "Qinfeng Shi and Anton van den Hengel. 2015. Image-based recommendations on styles and "
-        "substitutes. SIGIR 2015.",
+        citation=_AMAZON_2014_CITATION,
         licence=_AMAZON_LICENCE,
     ),
     DatasetSpec(
