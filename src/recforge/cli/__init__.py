@@ -8,6 +8,7 @@ shows the traceback of either. Ctrl-C ends with exit status 130.
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
 import sys
 import traceback
@@ -19,11 +20,15 @@ import torch
 import typer
 from rich.markup import escape
 
-from recforge.cli import catalog, experiments, plot, recommend, runs, serve, train, words  # noqa: F401  (commands register)
 from recforge.cli.common import app, err, state
 from recforge.data.download import DownloadError
 from recforge.data.ids import UnknownIdError
 from recforge.models.base import NotFittedError
+
+#: The modules whose commands ``recforge --help`` lists, in this order (each registers its commands on import).
+COMMAND_MODULES = ("train", "recommend", "serve", "plot", "words", "experiments", "catalog", "runs")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"recforge.cli.{_module}")
 
 # ---------------------------------------------------------------------------------------------- errors
 USER_ERRORS: tuple[type[BaseException], ...] = (

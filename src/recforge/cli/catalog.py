@@ -7,6 +7,7 @@ import json
 
 from recforge.cli.common import (
     DataDir,
+    app,
     datasets_app,
     make_table,
     models_app,
@@ -19,6 +20,10 @@ from recforge.experiments.pipeline import (
     split_protocols,
 )
 from recforge.models.registry import MODELS, model_class
+
+app.add_typer(datasets_app, name="datasets", rich_help_panel="Catalogue and registry")
+app.add_typer(models_app, name="models", rich_help_panel="Catalogue and registry")
+app.add_typer(splits_app, name="splits", rich_help_panel="Catalogue and registry")
 
 
 @datasets_app.command("list")

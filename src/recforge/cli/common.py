@@ -21,10 +21,6 @@ datasets_app = typer.Typer(no_args_is_help=True, help="List, describe and fetch 
 models_app = typer.Typer(no_args_is_help=True, help="List the registered models and their hyper-parameters.")
 splits_app = typer.Typer(no_args_is_help=True, help="The split protocols and their parameters.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run registry.")
-app.add_typer(datasets_app, name="datasets")
-app.add_typer(models_app, name="models")
-app.add_typer(splits_app, name="splits")
-app.add_typer(runs_app, name="runs")
 
 out = Console(width=None if sys.stdout.isatty() else 160)  # piped output: wide tables, no truncated headers
 err = Console(stderr=True, soft_wrap=True)  # log and error lines are never hard-wrapped (piped or not)

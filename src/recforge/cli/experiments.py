@@ -18,7 +18,7 @@ from recforge.experiments.runs import resolve_run, short_id
 OutputDir = Annotated[Path, typer.Option("--output-dir", help="the runs' output folder (run.output_dir)")]
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def tune(
     config: Annotated[Path, typer.Argument(help="experiment TOML file with a tune section")],
     trials: Annotated[int, typer.Option("--trials", help="finished trials the study should hold (a rerun continues)")],
@@ -94,7 +94,7 @@ def _value(value: object) -> str:
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def compare(
     runs: Annotated[list[str], typer.Argument(help="runs (folders, ids or short ids); the first is the reference")],
     output_dir: OutputDir = Path("runs"),
@@ -106,8 +106,11 @@ def compare(
     markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table (for papers)")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a bar chart of the differences with their intervals")] = None,
 ) -> None:
-    """Paired per-user comparison of runs on the same split: differences to the first run, 95% bootstrap
-    intervals, paired t-test and Wilcoxon p-values (Holm-corrected across the runs)."""
+    """Paired per-user comparison of runs on the same split, with significance tests.
+
+    For each metric: the difference to the first run, its 95% bootstrap interval over users, and the paired
+    t-test and Wilcoxon p-values, Holm-corrected across the runs compared.
+    """
     if bootstrap < 100:
         raise typer.BadParameter(f"{bootstrap} is not >= 100", param_hint="'--bootstrap'")
     if as_json and markdown:
@@ -145,7 +148,7 @@ def compare(
         err.print(f"wrote {escape(str(plot))}", highlight=False)
 
 
-@app.command()
+@app.command(rich_help_panel="Experiments")
 def report(
     runs: Annotated[list[str], typer.Argument(help="runs (folders, ids or short ids)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the HTML file to write")] = Path("report.html"),
@@ -153,8 +156,10 @@ def report(
     part: Annotated[str, typer.Option(help="the part compared when the runs share a split")] = "test",
     title: Annotated[str | None, typer.Option(help="the report's title")] = None,
 ) -> None:
-    """Write one self-contained HTML report of runs (tables, metric and training-curve figures embedded),
-    with the paired comparison when they share a split; open it in any browser."""
+    """Write one self-contained HTML report of runs, to open in any browser.
+
+    Tables, metric and training-curve figures embedded, and the paired comparison when the runs share a split.
+    """
     from recforge.analysis.report import write_report
 
     paths = [resolve_run(r, output_dir) for r in runs]

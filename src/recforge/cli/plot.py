@@ -159,7 +159,7 @@ def _share(recs: list[tuple[Any, float]], ctx: RunLatent, tag: str) -> float:
     return float(tagged[idx].mean())
 
 
-@app.command()
+@app.command(rich_help_panel="Use a trained model")
 def plot(
     run_dir: Path,
     figure: Annotated[str, typer.Argument(help="curves (default), latent, users or steer")] = "curves",

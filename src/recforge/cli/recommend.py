@@ -66,7 +66,7 @@ def _titles(run_dir: Path, model: BaseRecommender) -> dict[str, str]:
     return ItemCatalog.read(run_dir, model.items_).titles_by_id(model.items_)
 
 
-@app.command()
+@app.command(rich_help_panel="Use a trained model")
 def recommend(
     run_dir: Path,
     user: Annotated[list[str] | None, typer.Option("--user", help="raw user id (repeatable)")] = None,

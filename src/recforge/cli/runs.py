@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from recforge.cli.common import (
+    app,
     err,
     out,
     runs_app,
@@ -24,6 +25,9 @@ def _metrics_text(metrics: dict[str, Any], names: list[str] | None = None) -> st
     keys = names if names is not None else list(metrics)
     shown = [(k, metrics[k]) for k in keys if k in metrics]
     return "\n".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown) or "-"
+
+
+app.add_typer(runs_app, name="runs", rich_help_panel="Catalogue and registry")
 
 
 @runs_app.command("list")

@@ -48,7 +48,7 @@ def worker_app() -> Any:
     )
 
 
-@app.command()
+@app.command(rich_help_panel="Use a trained model")
 def serve(
     run_dir: Path,
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",

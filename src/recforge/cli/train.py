@@ -81,7 +81,7 @@ def _check_flags_against_sets(flags: dict[str, Any], sets: list[str]) -> None:
             )
 
 
-@app.command(epilog=_run_epilog())
+@app.command(epilog=_run_epilog(), rich_help_panel="Train and evaluate")
 def run(
     config: Annotated[Path | None, typer.Argument(help="experiment TOML file")] = None,
     dataset: Annotated[
@@ -176,7 +176,7 @@ def _relaunch_with_torchrun(nproc: int) -> int:
     return subprocess.call([*launcher, "-m", "recforge", *args])
 
 
-@app.command()
+@app.command(rich_help_panel="Train and evaluate")
 def evaluate(
     run_dir: Path,
     device: LoadDevice = "auto",

@@ -12,7 +12,7 @@ from recforge.cli.common import LoadDevice, app, make_table, out
 from recforge.experiments.pipeline import reload_run
 
 
-@app.command()
+@app.command(rich_help_panel="Use a trained model")
 def words(
     run_dir: Path,
     item_id: Annotated[str, typer.Argument(help="raw item id (as in the data file)")],
