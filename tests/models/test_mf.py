@@ -8,6 +8,7 @@ rating model can learn nothing but a constant).
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -192,6 +193,65 @@ def test_hand_written_gradient_matches_autograd():
         torch.testing.assert_close(got, expected)
 
 
+def _tiny_factor_batch(biases: bool) -> tuple[FactorModule, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    module = FactorModule(7, 5, 3, biases=biases, mean=3.0, init_std=0.5, sparse=False).double()
+    if biases:
+        with torch.no_grad():
+            module.user_bias.weight.normal_()
+            module.item_bias.weight.normal_()
+    users, items = torch.tensor([0, 1, 1, 6, 3]), torch.tensor([4, 0, 0, 2, 1])  # repeated user 1 and item 0
+    return module, (users, items, torch.tensor([1.0, 5.0, 4.0, 3.0, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("biases", [True, False], ids=["biasedmf", "classicmf"])
+def test_written_out_gradient_rows_sum_to_the_autograd_gradient(biases):
+    module, (users, items, ratings) = _tiny_factor_batch(biases)
+    with torch.no_grad():
+        losses, grads = module.row_gradients(users, items, ratings, 0.3, 0.1)
+    pred, penalty = module.predict_and_penalty(users, items, 0.3, 0.1)
+    reference = (pred - ratings).square().mean() + penalty
+    assert float(losses["loss"]) == pytest.approx(float(reference.detach()))
+    assert float(losses["mse"]) == pytest.approx(float((pred - ratings).square().mean().detach()))
+    names = [name for name, _ in module.named_parameters()]
+    expected = dict(zip(names, torch.autograd.grad(reference, list(module.parameters())), strict=True))
+    assert {f"{name}.weight" for name, *_ in grads} == set(expected)
+    for name, table, rows, grad in grads:
+        dense = grad if rows is None else torch.zeros_like(table).index_add_(0, rows, grad)
+        torch.testing.assert_close(dense, expected[f"{name}.weight"], msg=name)
+
+
+@pytest.mark.parametrize("biases", [True, False], ids=["biasedmf", "classicmf"])
+@pytest.mark.parametrize(("optimizer", "full"), [("lazy_adam", True), ("lazy_adam", False), ("sgd", False)])
+def test_written_out_steps_equal_autograd_and_the_torch_optimiser(biases, optimizer, full):
+    """Three written-out steps give the parameters of autograd + torch's optimiser: SGD on sparse gradients; Adam
+    when every row has a gradient at every step (``full``: lazy Adam is then Adam); on a batch that leaves rows
+    out, the first step still equals Adam's (fresh moments do not move a row) and later steps leave them alone."""
+    model = (BiasedMF if biases else ClassicMF)(optimizer=optimizer, l2=0.3, bias_l2=0.1, learning_rate=0.05)
+    model.inference_data_ = MapInference().prepare(model, None)  # type: ignore[arg-type]
+    written, batch = _tiny_factor_batch(biases)
+    if full:  # every user (7) and item (5), with repeats
+        batch = (torch.tensor([0, 1, 1, 2, 3, 4, 5, 6]), torch.tensor([4, 0, 0, 1, 2, 3, 4, 1]), batch[2].repeat(2)[:8])
+    reference = FactorModule(7, 5, 3, biases=biases, mean=3.0, init_std=0.5, sparse=optimizer == "sgd").double()
+    reference.load_state_dict(written.state_dict())
+    start = copy.deepcopy(written)
+    make = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+    torch_opt = make(reference.parameters(), lr=0.05)
+    for step in range(1, 4):
+        with torch.no_grad():
+            MapInference._written_step(model, written, *batch, step)
+        torch_opt.zero_grad()
+        reference.loss(*batch, 0.3, 0.1)[0].backward()
+        torch_opt.step()
+        if full or step == 1 or optimizer == "sgd":
+            for name, param in written.named_parameters():
+                torch.testing.assert_close(param, dict(reference.named_parameters())[name], msg=f"{name}, step {step}")
+    untouched = torch.ones(7, dtype=torch.bool)
+    untouched[batch[0]] = False
+    assert torch.equal(written.user_factors.weight[untouched], start.user_factors.weight[untouched])
+    assert full == (not untouched.any())
+
+
 def test_inference_picks_the_strategy_the_model_delegates_to(tiny):
     assert isinstance(BiasedMF().inference_strategy, MapInference)
     gibbs_model = ClassicMF(inference="gibbs", embedding_dim=2, max_epochs=3, burn_in=1)
@@ -211,14 +271,18 @@ def test_classicmf_has_no_biases(tiny):
     assert float(model.predict_indices([0], [1])[0]) == pytest.approx(float(expected))
 
 
-@pytest.mark.parametrize(("optimizer", "learning_rate", "batch_size"), [("sparse_adam", 0.05, 64), ("sgd", 0.3, 8)])
+@pytest.mark.parametrize(
+    ("optimizer", "learning_rate", "batch_size"), [("sparse_adam", 0.05, 64), ("lazy_adam", 0.05, 64), ("sgd", 0.3, 8)]
+)
 def test_sparse_gradient_optimisers_learn(planted, optimizer, learning_rate, batch_size):
     data = explicit_planted(planted).train
     model = BiasedMF(
         embedding_dim=8, l2=0.01, learning_rate=learning_rate, batch_size=batch_size, max_epochs=15, optimizer=optimizer
     )
     model.fit(data)
-    assert model.module_.user_factors.sparse
+    # sparse gradients for torch's SparseAdam; the written-out steps (lazy_adam, sgd) need no autograd at all
+    assert model.module_.user_factors.sparse == (optimizer == "sparse_adam")
+    assert (model.configure_optimizers(model.module_) == []) == (optimizer != "sparse_adam")
     log = model.training_log_
     assert log[-1]["train_mse"] < 0.5 * log[0]["train_mse"]
     pred = model.predict_indices(data.user_idx, data.item_idx).numpy()
@@ -349,10 +413,11 @@ def test_fold_in_recommends_as_well_as_training_the_user(u1, u1_biasedmf):
     "make",
     [
         lambda: BiasedMF(embedding_dim=4, batch_size=64, max_epochs=6),
+        lambda: ClassicMF(embedding_dim=4, batch_size=64, max_epochs=6, optimizer="lazy_adam"),
         lambda: BiasedMF(inference="gibbs", embedding_dim=4, max_epochs=8, burn_in=2),
         lambda: NeuMF(embedding_dim=4, layers=(8, 4), batch_size=64, max_epochs=6),
     ],
-    ids=["biasedmf-adam", "biasedmf-gibbs", "neumf"],
+    ids=["biasedmf-adam", "classicmf-lazy-adam", "biasedmf-gibbs", "neumf"],
 )
 def test_interrupted_fit_resumes_to_the_same_model(planted, tmp_path, make):
     train = explicit_planted(planted).train

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DotLoss", "FactorModule"]
+__all__ = ["DotLoss", "FactorModule", "dot_gradients"]
 
 
 class FactorModule(nn.Module):
@@ -91,6 +91,46 @@ class FactorModule(nn.Module):
             loss = loss + bias_l2 * bu_bi.mean()
         return loss, mse
 
+    def row_gradients(
+        self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor, l2: float, bias_l2: float
+    ) -> tuple[dict[str, torch.Tensor], list[tuple[str, torch.Tensor, torch.Tensor | None, torch.Tensor]]]:
+        r"""The batch's :meth:`loss` and its gradient without autograd: ``({"loss", "mse"}, [(name, table, rows,
+        gradient rows)])``, one entry per table, ``rows`` the batch's (repeated) indices into it (None: the whole
+        one-row table of :math:`\mu`).
+
+        With :math:`e_b` the error of event :math:`b` and :math:`g_b = \frac2B e_b`: :func:`dot_gradients` for the
+        factors, :math:`\sum_b g_b` for :math:`\mu`, and :math:`g_b + \frac{2\lambda_b}{B} b_u` for the bias of
+        event :math:`b`'s user (likewise its item's). Call under ``torch.no_grad()``; the tables are not changed.
+        """
+        n = max(len(ratings), 1)
+        user_w, item_w, mean_w = self.user_factors.weight, self.item_factors.weight, self.mean.weight
+        pu, qi = user_w.index_select(0, users), item_w.index_select(0, items)  # cheaper than w[idx] per call
+        err = torch.linalg.vecdot(pu, qi).add_(mean_w.view(1)).sub_(ratings)
+        if self.biases:
+            user_b, item_b = self.user_bias.weight, self.item_bias.weight
+            bu, bi = user_b.view(-1).index_select(0, users), item_b.view(-1).index_select(0, items)
+            err.add_(bu).add_(bi)
+        grad_pu, grad_qi, grad_err = dot_gradients(pu, qi, err, l2)
+        mse = err.dot(err).div_(n)
+        if l2:  # the logged loss: few operations (one step of a small batch costs a few dozen)
+            flat = torch.cat((pu.view(-1), qi.view(-1)))
+            loss = torch.add(mse, flat.dot(flat), alpha=l2 / n)
+        else:
+            loss = mse
+        grads = [
+            ("user_factors", user_w, users, grad_pu),
+            ("item_factors", item_w, items, grad_qi),
+            ("mean", mean_w, None, grad_err.sum().view(1, 1)),
+        ]
+        if self.biases:
+            decay = 2.0 * bias_l2 / n
+            grads.append(("user_bias", user_b, users, torch.add(grad_err, bu, alpha=decay)[:, None]))
+            grads.append(("item_bias", item_b, items, torch.add(grad_err, bi, alpha=decay)[:, None]))
+            if bias_l2:
+                flat = torch.cat((bu, bi))
+                loss = torch.add(loss, flat.dot(flat), alpha=bias_l2 / n)
+        return {"loss": loss, "mse": mse}, grads
+
 
 class DotLoss(torch.autograd.Function):
     r"""The batch loss :math:`\frac1B \sum_b (p_b \cdot q_b + o_b - r_b)^2
@@ -116,9 +156,23 @@ class DotLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, grad_mse: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
         pu, qi, err = ctx.saved_tensors
-        n = max(len(err), 1)
-        grad_err = err * (2.0 / n) * grad_loss
-        decay = (2.0 * ctx.l2 / n) * grad_loss
-        grad_pu = torch.addcmul(pu * decay, grad_err[:, None], qi)
-        grad_qi = torch.addcmul(qi * decay, grad_err[:, None], pu)
+        grad_pu, grad_qi, grad_err = dot_gradients(pu, qi, err, ctx.l2, grad_loss)
         return grad_pu, grad_qi, grad_err, None, None
+
+
+def dot_gradients(
+    pu: torch.Tensor, qi: torch.Tensor, err: torch.Tensor, l2: float, scale: torch.Tensor | float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The gradient of :class:`DotLoss` (times ``scale``) with respect to :math:`p_b`, :math:`q_b` and the offset
+    :math:`o_b`, given the errors :math:`e_b = p_b \cdot q_b + o_b - r_b`:
+    :math:`\frac2B (e_b q_b + \lambda p_b)`, :math:`\frac2B (e_b p_b + \lambda q_b)` and :math:`\frac2B e_b`.
+    Used by :meth:`DotLoss.backward` and by the autograd-free step :meth:`FactorModule.row_gradients`."""
+    n = max(len(err), 1)
+    if isinstance(scale, torch.Tensor):
+        grad_err, decay = err * (2.0 / n) * scale, (2.0 * l2 / n) * scale
+    else:
+        grad_err, decay = err * (2.0 * scale / n), 2.0 * l2 * scale / n
+    column = grad_err.unsqueeze(1)
+    if isinstance(decay, float) and decay == 0.0:
+        return column * qi, column * pu, grad_err
+    return torch.addcmul(pu * decay, column, qi), torch.addcmul(qi * decay, column, pu), grad_err

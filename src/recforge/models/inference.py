@@ -5,9 +5,9 @@ strategy once, from its ``inference`` hyper-parameter (:data:`recforge.models.mf
 the mode itself. Strategies are stateless (one shared instance each): everything they need comes from the model
 they are given, and what they keep of the training data is stored on the model (``inference_data_``).
 
-* :class:`MapInference` (``"map"``) -- a penalised point estimate: Adam (or sparse Adam, or SGD) on shuffled
-  mini-batches of the ratings, early stopping, new users folded in by the exact ridge solve of their part of
-  the objective (:func:`~recforge.models.foldin.solve_ridge_rows`);
+* :class:`MapInference` (``"map"``) -- a penalised point estimate: Adam (or sparse Adam, or lazy Adam or SGD with
+  the gradient written out) on shuffled mini-batches of the ratings, early stopping, new users folded in by the
+  exact ridge solve of their part of the objective (:func:`~recforge.models.foldin.solve_ridge_rows`);
 * :class:`~recforge.models.gibbs.GibbsInference` (``"gibbs"``) -- Bayesian posterior sampling, one Gibbs sweep
   per epoch (:mod:`recforge.models.gibbs`).
 """
@@ -22,11 +22,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recforge import distributed
 from recforge.data.interactions import Interactions
 from recforge.models.factors import FactorModule
 from recforge.models.foldin import solve_ridge_rows
-from recforge.models.optim import adam
+from recforge.models.optim import RowMoments, adam, lazy_adam_, row_sgd_
 from recforge.models.rating import event_batches
+from recforge.training.callbacks import Callback
 from recforge.training.trainer import Losses, StepContext
 
 if TYPE_CHECKING:
@@ -60,6 +62,10 @@ class Inference(ABC):
     def training_step(self, model: FactorMF, module: FactorModule, batch: Any, ctx: StepContext) -> Losses:
         """One step: a loss to minimise, or (no optimiser) the figures of an update made in place."""
 
+    def extra_callbacks(self, model: FactorMF) -> list[Callback]:
+        """Callbacks of this strategy's training (e.g. optimiser state to checkpoint); default: none."""
+        return []
+
     @abstractmethod
     def early_stopping_patience(self, model: FactorMF) -> int | None:
         """Epochs without improvement before training stops; None: never early."""
@@ -69,8 +75,35 @@ class Inference(ABC):
         """Scores (rows x n_items) of new users given by their rating rows."""
 
 
+#: optimisers whose step writes the gradient out (:meth:`FactorModule.row_gradients`) and updates rows itself
+WRITTEN_OUT = ("lazy_adam", "sgd")
+
+
 class MapInference(Inference):
-    """The penalised point estimate (MAP): mini-batch gradient steps, early stopping, ridge fold-in."""
+    """The penalised point estimate (MAP): mini-batch gradient steps, early stopping, ridge fold-in.
+
+    ``lazy_adam`` and ``sgd`` steps run without autograd or a torch optimiser: the batch's gradient rows
+    (:meth:`FactorModule.row_gradients`) and the row updates of :func:`~recforge.models.optim.lazy_adam_` /
+    :func:`~recforge.models.optim.row_sgd_`, which makes a step of a small batch several times cheaper (the same
+    update as autograd + :class:`torch.optim.SparseAdam` / :class:`torch.optim.SGD`, checked in the tests). Lazy
+    Adam's moments ride in the checkpoints (:class:`~recforge.models.optim.RowMoments`). With several processes
+    (``torchrun``) ``sgd`` keeps the autograd step, whose gradients DistributedDataParallel averages;
+    ``lazy_adam`` runs in one process.
+    """
+
+    def prepare(self, model: FactorMF, train: Interactions) -> Any:
+        """Whether the steps write their gradient out (``{"written": bool}``), and the lazy-Adam moments."""
+        written = model.optimizer in WRITTEN_OUT and not (model.optimizer == "sgd" and distributed.world().parallel)
+        return {"written": written, "moments": RowMoments() if model.optimizer == "lazy_adam" else None}
+
+    def extra_callbacks(self, model: FactorMF) -> list[Callback]:
+        moments = model.inference_data_["moments"]
+        return [moments] if moments is not None else []
+
+    @staticmethod
+    def _written(model: FactorMF) -> bool:
+        data = getattr(model, "inference_data_", None)
+        return bool(data["written"]) if data is not None else model.optimizer in WRITTEN_OUT
 
     def build_module(self, model: FactorMF, n_users: int, n_items: int, mean: float) -> FactorModule:
         return FactorModule(
@@ -80,12 +113,15 @@ class MapInference(Inference):
             biases=model.biases,
             mean=mean,
             init_std=model.init_std,
-            sparse=model.optimizer in ("sparse_adam", "sgd"),
+            sparse=model.optimizer in ("sparse_adam", "sgd") and not self._written(model),
         )
 
     def configure_optimizers(self, model: FactorMF, module: FactorModule) -> Sequence[torch.optim.Optimizer]:
         """``adam``: Adam on dense gradients; ``sparse_adam``: lazy Adam on sparse gradients (only the batch's rows
-        are updated); ``sgd``: plain SGD on sparse gradients. The L2 penalty is part of the loss."""
+        are updated); ``sgd``: plain SGD on sparse gradients. The L2 penalty is part of the loss. None for the
+        steps that write their gradient out (``lazy_adam``, ``sgd`` in one process)."""
+        if self._written(model):
+            return []
         if model.optimizer == "sparse_adam":
             return [torch.optim.SparseAdam(list(module.parameters()), lr=model.learning_rate)]
         if model.optimizer == "sgd":
@@ -97,8 +133,32 @@ class MapInference(Inference):
 
     def training_step(self, model: FactorMF, module: FactorModule, batch: Any, ctx: StepContext) -> Losses:
         users, items, ratings = batch
+        if self._written(model):
+            return self._written_step(model, module, users, items, ratings, ctx.global_step + 1)
         loss, mse = module.loss(users, items, ratings, model.l2, model.bias_l2)
         return {"loss": loss, "mse": mse}
+
+    @staticmethod
+    def _written_step(
+        model: FactorMF,
+        module: FactorModule,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        ratings: torch.Tensor,
+        step: int,
+    ) -> Losses:
+        """One step without autograd: the batch's gradient rows, then lazy Adam (global step ``step``) or SGD on
+        those rows only."""
+        losses, grads = module.row_gradients(users, items, ratings, model.l2, model.bias_l2)
+        lr = model.learning_rate
+        if model.optimizer == "sgd":
+            for _, param, rows, grad in grads:
+                row_sgd_(param, rows, grad, lr)
+        else:
+            moments = model.inference_data_["moments"].moments
+            for name, param, rows, grad in grads:
+                lazy_adam_(param, moments, rows, grad, step, lr, key=name)
+        return losses
 
     def early_stopping_patience(self, model: FactorMF) -> int | None:
         return model.patience

@@ -12,7 +12,6 @@ saved like every model (weights + the vocabulary as JSON in ``config.json``); th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -25,7 +24,7 @@ from torch import nn
 from recforge.data.interactions import Interactions
 from recforge.data.text import PAD, TokenArrays, review_texts
 from recforge.models.neural import TorchRecommender
-from recforge.models.optim import adam
+from recforge.models.optim import adam, lazy_adam_
 from recforge.models.params import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, hyperparameters
 from recforge.models.rating import check_ratings
 from recforge.models.text.common import ReviewTextState, VocabularyParams, epoch_order
@@ -74,45 +73,6 @@ class BagRatingModule(nn.Module):
             x = torch.cat([x, self.users(users), self.items(items)], dim=1)
         head = self.head(torch.zeros(1, dtype=torch.long, device=x.device))[0]
         return x @ head[:-1] + head[-1]
-
-
-def _lazy_adam_(
-    param: torch.Tensor,
-    moments: dict[int, torch.Tensor],
-    rows: torch.Tensor | None,
-    grad: torch.Tensor,
-    step: int,
-    lr: float,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    *,
-    distinct: bool = False,
-) -> None:
-    """Adam on the rows ``rows`` of ``param`` (every row when None) given one gradient row per entry of ``rows``
-    (repeated rows summed first, unless ``distinct`` says there are none); the moments of the other rows are
-    untouched (SparseAdam's rule)."""
-    if rows is not None and not distinct:
-        rows, inverse = torch.unique(rows, return_inverse=True)
-        grad = torch.zeros((len(rows), grad.shape[1]), dtype=grad.dtype, device=grad.device).index_add_(
-            0, inverse, grad
-        )
-    if id(param) not in moments:  # first and second moments side by side: one gather and one scatter a step
-        moments[id(param)] = torch.zeros((2, *param.shape), dtype=param.dtype, device=param.device)
-    both = moments[id(param)]
-    b1, b2 = betas
-    mv = both if rows is None else both[:, rows]
-    m, v = mv[0], mv[1]
-    m.lerp_(grad, 1.0 - b1)
-    v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
-    # m_hat / (sqrt(v_hat) + eps) = sqrt(c2) m / (sqrt(v) + eps sqrt(c2)) / c1, c = 1 - beta^step: fewer passes
-    root_c2 = math.sqrt(1.0 - b2**step)
-    denom = v.sqrt().add_(eps * root_c2)
-    scale = -lr * root_c2 / (1.0 - b1**step)
-    if rows is None:
-        param.addcdiv_(m, denom, value=scale)
-    else:
-        both[:, rows] = mv
-        param.index_add_(0, rows, m.div_(denom), alpha=scale)
 
 
 @hyperparameters
@@ -254,7 +214,7 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
             grads.append((module.items.weight, items, torch.outer(g, w[dim + k :]) + decay * q_i, False))
         moments = self.__dict__.setdefault("moments_", {})
         for param, rows, grad, distinct in grads:
-            _lazy_adam_(param, moments, rows, grad, step, self.learning_rate, distinct=distinct)
+            lazy_adam_(param, moments, rows, grad, step, self.learning_rate, distinct=distinct)
         mse = err.dot(err) / n
         return {"loss": mse, "mse": mse}
 
