@@ -83,6 +83,9 @@ def test_rating_triples_are_a_seeded_permutation():
     again = np.concatenate([b[0] for b in sampler(np.random.default_rng(0))])
     assert np.array_equal(u, again)
     assert np.concatenate([b[0] for b in sampler()]).tolist() == list(range(10))
+    # the whole epoch at once (what the rating models slice per batch): the same batches, concatenated
+    for got, part in zip(sampler.epoch(np.random.default_rng(0)), range(3), strict=True):
+        assert np.array_equal(got, np.concatenate([b[part] for b in batches]))
 
 
 # ---------------------------------------------------------------------- negatives

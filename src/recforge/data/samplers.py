@@ -71,6 +71,15 @@ class RatingTriples:
         for idx in _row_batches(len(self.user_idx), self.batch_size, rng):
             yield self.user_idx[idx], self.item_idx[idx], self.values[idx]
 
+    def epoch(self, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The epoch's (users, items, values) in batch order: the batches of ``__call__`` with the same ``rng``,
+        concatenated (gathered at once; a consumer slices every ``batch_size`` rows)."""
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        n = len(self.user_idx)
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        return self.user_idx[order], self.item_idx[order], self.values[order]
+
 
 def binary_rows(matrix: sp.csr_array) -> sp.csr_array:
     """The 0/1 pattern of a CSR matrix (float32, duplicate entries merged): which items each row has seen."""

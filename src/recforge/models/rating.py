@@ -44,7 +44,14 @@ EventSource = Callable[[np.random.Generator], Iterable[tuple[np.ndarray, np.ndar
 def event_batches(
     source: EventSource, rng: np.random.Generator, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """The numpy batches of ``source`` for one epoch, as tensors on ``device``."""
+    """The numpy batches of ``source`` for one epoch, as tensors on ``device``. Shuffled rating triples are
+    gathered and moved once per epoch and sliced per batch (same batches; no per-batch copies)."""
+    if isinstance(source, RatingTriples):
+        epoch = [torch.from_numpy(a).to(device, non_blocking=True) for a in source.epoch(rng)]
+        size = source.batch_size
+        for start in range(0, len(epoch[0]), size):
+            yield tuple(a[start : start + size] for a in epoch)
+        return
     for users, items, targets in source(rng):
         yield (
             torch.from_numpy(users).to(device, non_blocking=True),

@@ -248,37 +248,52 @@ class Trainer:
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
         n_batches = 0
-        for batch, weight in self._shard(task.batches(rng, self.device)):
-            n_batches += 1
-            logged: dict[str, float] = {}
-            if not optimizers:
-                ctx.optimizer_index, ctx.global_step = 0, self.global_step
-                for cb in self.callbacks:
-                    cb.on_step_start(self, ctx)
-                with torch.no_grad():
-                    out = task.training_step(module, batch, ctx)
-                logged = {
-                    name: float(value) for name, value in (out if isinstance(out, dict) else {"loss": out}).items()
-                }
-            indices = self.schedule(ctx.epoch, self.global_step, len(optimizers)) if optimizers else ()
-            for index in indices:
-                ctx.optimizer_index, ctx.global_step = index, self.global_step
-                for cb in self.callbacks:
-                    cb.on_step_start(self, ctx)
-                losses = self._step(step_fn, batch, weight, ctx, optimizers[index], scaler)
-                logged.update({name if len(optimizers) == 1 else f"{name}[{index}]": v for name, v in losses.items()})
-            if indices:
-                scaler.update()  # once per batch, after every optimiser's step
-            self.global_step += 1
-            if weight > 0:
-                for name, value in logged.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                    counts[name] = counts.get(name, 0.0) + 1.0
+        # an optimiser-free epoch runs without gradients as a whole (one context, not one per step: small steps)
+        with torch.no_grad() if not optimizers else nullcontext():
+            for batch, weight in self._shard(task.batches(rng, self.device)):
+                n_batches += 1
+                self._train_batch(task, step_fn, batch, weight, ctx, scaler, sums, counts)
         if self.world.parallel:
             sums, counts = distributed.sum_values(sums), distributed.sum_values(counts)
         if n_batches == 0:
             raise ValueError("the task produced no training batch")
         return {f"train_{k}": v / counts[k] for k, v in sums.items()}
+
+    def _train_batch(
+        self,
+        task: TrainingTask,
+        step_fn: Callable[[Any, StepContext], Losses],
+        batch: Any,
+        weight: float,
+        ctx: StepContext,
+        scaler: torch.amp.GradScaler,
+        sums: dict[str, float],
+        counts: dict[str, float],
+    ) -> None:
+        """One batch: the step(s) of its optimisers (or the optimiser-free step), its values added to ``sums``."""
+        optimizers = self.optimizers
+        module = self.module
+        logged: dict[str, float] = {}
+        if not optimizers:
+            ctx.optimizer_index, ctx.global_step = 0, self.global_step
+            for cb in self.callbacks:
+                cb.on_step_start(self, ctx)
+            out = task.training_step(module, batch, ctx)
+            logged = {name: float(value) for name, value in (out if isinstance(out, dict) else {"loss": out}).items()}
+        indices = self.schedule(ctx.epoch, self.global_step, len(optimizers)) if optimizers else ()
+        for index in indices:
+            ctx.optimizer_index, ctx.global_step = index, self.global_step
+            for cb in self.callbacks:
+                cb.on_step_start(self, ctx)
+            losses = self._step(step_fn, batch, weight, ctx, optimizers[index], scaler)
+            logged.update({name if len(optimizers) == 1 else f"{name}[{index}]": v for name, v in losses.items()})
+        if indices:
+            scaler.update()  # once per batch, after every optimiser's step
+        self.global_step += 1
+        if weight > 0:
+            for name, value in logged.items():
+                sums[name] = sums.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0.0) + 1.0
 
     def _step_module(self, module: nn.Module, task: TrainingTask) -> Callable[[Any, StepContext], Losses]:
         """What runs one step: the task's ``training_step``, inside DistributedDataParallel with several processes."""
