@@ -67,7 +67,7 @@ def lazy_adam_(
         moments[key] = torch.zeros((2, *param.shape), dtype=param.dtype, device=param.device)
     both = moments[key]
     b1, b2 = betas
-    mv = both if rows is None else both[:, rows]
+    mv = both if rows is None else both.index_select(1, rows)
     m, v = mv[0], mv[1]
     m.lerp_(grad, 1.0 - b1)
     v.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
@@ -78,7 +78,7 @@ def lazy_adam_(
     if rows is None:
         param.addcdiv_(m, denom, value=scale)
     else:
-        both[:, rows] = mv
+        both.index_copy_(1, rows, mv)
         param.index_add_(0, rows, m.div_(denom), alpha=scale)
 
 

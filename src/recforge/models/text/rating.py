@@ -203,9 +203,12 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
         err = torch.addmv(ratings, feats, w, beta=-1.0).add_(b)  # feats w + b - r
         g = err * (2.0 / n)
         grads = [(module.head.weight, None, torch.cat([g @ feats, g.sum().reshape(1)])[None, :], True)]
-        # every token's gradient row is (g_b / |T_b|) w_E: sum the scalars per distinct word, then one outer product
-        words, inverse = torch.unique(tokens, return_inverse=True)
-        per_word = torch.zeros(len(words), dtype=g.dtype, device=g.device).index_add_(0, inverse, g[bag] * share)
+        # every token's gradient row is (g_b / |T_b|) w_E: sum the scalars per word, then one outer product per
+        # distinct word; the distinct words (sorted) come from a vocabulary-long mark, cheaper than sorting tokens
+        vocab = module.words.num_embeddings
+        words = torch.zeros(vocab, dtype=torch.bool, device=g.device).index_fill_(0, tokens, True).nonzero()[:, 0]
+        per_token = g.index_select(0, bag).mul_(share)
+        per_word = torch.zeros(vocab, dtype=g.dtype, device=g.device).index_add_(0, tokens, per_token)[words]
         grads.append((module.words.weight, words, torch.outer(per_word, w[:dim]), True))
         if module.profile_dim:
             k = module.profile_dim
