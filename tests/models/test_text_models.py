@@ -341,6 +341,40 @@ def test_cli_run_on_a_json_file_and_words(planted, tmp_path, monkeypatch, capsys
     assert "skipped 1 bad line(s): line 5" in err
 
 
+def test_cli_hybridneumf_takes_the_text_profile_of_the_training_reviews(planted, tmp_path, monkeypatch, capsys):
+    """``--set model.item_embeddings=text``: the profile is built in the run from the training split's reviews only
+    (the saved table equals the one of the training part built by hand, and differs from the one of all reviews)."""
+    from recforge.data.readers import read_amazon_reviews
+    from recforge.data.text import item_text_embeddings
+    from recforge.models.ncf import HybridNeuMF
+    from tests.test_cli import cli
+
+    source = amazon_file(tmp_path / "reviews_Planted_5.json.gz", planted)
+    params = ["model.item_embeddings=text", "model.item_embedding_dim=6", "model.embedding_dim=4", "model.max_epochs=2"]
+    code, _, err = cli(
+        monkeypatch,
+        capsys,
+        *["run", "--dataset", str(source), "--model", "hybridneumf", "--split", "tutorial_every_8th"],
+        *["--output-dir", str(tmp_path / "runs"), *[a for p in params for a in ("--set", p)]],
+    )
+    assert code == 0, err
+    run_dir = next(p for p in (tmp_path / "runs").iterdir() if (p / "config.json").is_file())
+    model = load_model(run_dir / "model")
+    frame = read_amazon_reviews(source).interactions
+    frame = frame.assign(source_row=np.arange(len(frame)))  # file lines, for the tutorial's file-order split
+    events = Interactions.from_frame(frame, extra_cols=("review_text", "source_row"), duplicates="keep")
+    split = every_nth_split(events, n=8, assign="halves", order="file")
+    assert list(model.items_.ids) == list(split.train.items.ids)
+    table, known, _ = item_text_embeddings(split.train, dim=6, seed=0)
+    np.testing.assert_allclose(model.module_.item_features.cpu().numpy(), table, rtol=1e-5, atol=1e-6)
+    assert model.item_embedding_coverage_ == pytest.approx(known.mean())
+    leaked, _, _ = item_text_embeddings(events, dim=6, seed=0)  # every review, held-out ones too
+    leaked = leaked[events.items.index(list(split.train.items.ids))]
+    assert not np.allclose(np.abs(leaked), np.abs(table), atol=1e-3)  # the held-out reviews would change it
+    with pytest.raises(ValueError, match=r"item_embeddings='text'.*review_text"):
+        HybridNeuMF(item_embeddings="text", max_epochs=1).fit(planted.train)  # events without review text
+
+
 def test_text_profiles_as_hybrid_neumf_item_embeddings(planted, tmp_path):
     from recforge.data.text import item_text_embeddings, write_item_embeddings
     from recforge.models.ncf import HybridNeuMF

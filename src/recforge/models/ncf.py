@@ -40,6 +40,7 @@ from torch import nn
 
 from recforge.data.embeddings import read_item_embeddings
 from recforge.data.interactions import Interactions
+from recforge.data.text import REVIEW_TEXT, item_text_embeddings
 from recforge.models.ncf_base import Dropout, Layers, NCFRecommender, Towers
 from recforge.models.params import PositiveInt, hyperparameters
 
@@ -198,6 +199,12 @@ class NeuMF(NCFRecommender):
         return module
 
 
+#: the ``item_embeddings`` value that builds the item text profiles of the training reviews instead of reading a file
+TEXT_PROFILE = "text"
+#: their dimension when ``item_embedding_dim`` is not given
+TEXT_PROFILE_DIM = 32
+
+
 @hyperparameters
 class HybridNeuMF(NeuMF):
     __doc__ = (
@@ -210,8 +217,14 @@ class HybridNeuMF(NeuMF):
     aligned to the training item id map and kept as a registered buffer on the model's device (gathered by index
     in every batch; never looked up per item in Python). Items without a row in the file use one learned fallback
     vector. ``item_embedding_dim``, when given, must equal the file's dimension. The buffer is part of the saved
-    weights, so a saved model loads without the file. It can also start from
-    pretrained GMF and MLP (:meth:`NeuMF.from_pretrained`).
+    weights, so a saved model loads without the file. It can also start from pretrained GMF and MLP
+    (:meth:`NeuMF.from_pretrained`).
+
+    ``item_embeddings="text"`` (:data:`TEXT_PROFILE`) reads no file: :math:`e_i` is then the item's text profile
+    built at fit time from the **training** events' reviews only (their ``review_text``;
+    :func:`~recforge.data.text.item_text_embeddings`: tf-idf rows of a vocabulary of the training reviews,
+    reduced by a truncated SVD seeded with ``seed``, :math:`e_i = U_d[i] S_d`, ``d`` = ``item_embedding_dim`` or
+    32). Validation and test reviews never reach it; items without a training review use the fallback vector.
     """
         + _COMMON_DOC
     )
@@ -227,9 +240,20 @@ class HybridNeuMF(NeuMF):
     item_embedding_dim: Annotated[int, pydantic.Field(ge=1)] | None = None
 
     def _prepare(self, train: Interactions) -> None:
-        table, known = read_item_embeddings(
-            self.item_embeddings, train.items, id_column=self.item_id_column, dim=self.item_embedding_dim
-        )
+        if self.item_embeddings == TEXT_PROFILE:
+            if REVIEW_TEXT not in train.extra:
+                raise ValueError(
+                    f"HybridNeuMF: item_embeddings='{TEXT_PROFILE}' builds the item profiles from the training "
+                    f"reviews, but the events carry no {REVIEW_TEXT!r} column (per-event columns: "
+                    f"{', '.join(sorted(train.extra)) or 'none'}); use a review data set (e.g. an Amazon JSON file) "
+                    "or give a file of item embeddings"
+                )
+            dim = self.item_embedding_dim or TEXT_PROFILE_DIM
+            table, known, _ = item_text_embeddings(train, dim=dim, seed=self.seed)
+        else:
+            table, known = read_item_embeddings(
+                self.item_embeddings, train.items, id_column=self.item_id_column, dim=self.item_embedding_dim
+            )
         self._embedding_table = (torch.from_numpy(table), torch.from_numpy(known))  # the data layer reads numpy
         self.item_embedding_coverage_ = float(known.mean())
         super()._prepare(train)
