@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +65,37 @@ def ml100k_holdout(ml100k_frame: pd.DataFrame) -> Holdout:
         if n >= 2:
             test[a + rng.choice(n, max(1, round(0.2 * n)), replace=False)] = True
     return Holdout(train=full.select(~test), test=full.select(test).matrix)
+
+
+# ---------------------------------------------------------------------------------------------- a real browser
+#: Chromium started headless as the workplace's closed network needs it (no background connections).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless system Chromium driven by Playwright (no browser download); skipped with the reason when either
+    is missing (CI installs Debian's chromium)."""
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no Chromium installed (Debian/Ubuntu: sudo apt-get install chromium); browser tests need one")
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (the dev extra) is not installed")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -37,7 +37,7 @@ from recforge.experiments import pipeline
 from recforge.experiments.runs import REGISTRY_FILE, RunRegistry, RunWriter
 from recforge.models import base
 from recforge.models.autoencoders import MultiDAE
-from tests.test_cli import cli
+from tests.cli_runner import cli
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -12,22 +12,12 @@ import pandas as pd
 import pytest
 
 from recforge.cli import main
+from tests.cli_runner import cli
 
 DATA = os.environ.get("RECFORGE_DATA")
 needs_ml100k = pytest.mark.skipif(
     not DATA or not (Path(DATA) / "ml-100k" / "u.data").exists(), reason="RECFORGE_DATA with ml-100k not set"
 )
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["recforge", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

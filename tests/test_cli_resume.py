@@ -14,8 +14,9 @@ import pandas as pd
 
 from recforge.experiments.runs import remove_abandoned
 from recforge.models.autoencoders import MultiVAE
+from tests.cli_runner import cli
 from tests.test_bad_input import ratings_csv
-from tests.test_cli import DATA, cli, needs_ml100k
+from tests.test_cli import DATA, needs_ml100k
 
 VAE = ["--model", "multivae", "--set", "model.hidden_dims=[16]", "--set", "model.max_epochs=4"]
 VAE += ["--set", "model.batch_size=64", "--set", 'evaluation.metrics=["ndcg@20"]']

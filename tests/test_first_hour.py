@@ -19,7 +19,8 @@ from recforge.experiments.runs import RunRegistry, RunWriter
 from recforge.models.linear import EASE
 from recforge.training.callbacks import EarlyStopping
 from recforge.training.options import TrainingOptions
-from tests.test_bad_input import cli, ratings_csv
+from tests.cli_runner import cli
+from tests.test_bad_input import ratings_csv
 
 DATA = os.environ.get("RECFORGE_DATA")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.test_cli import cli
+from tests.cli_runner import cli
 
 
 @pytest.fixture(scope="module")

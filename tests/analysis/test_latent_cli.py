@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.test_cli import cli
+from tests.cli_runner import cli
 
 STYLES = ("rock", "jazz", "metal")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.test_cli import cli
+from tests.cli_runner import cli
 
 from recforge.data.interactions import Interactions
 from recforge.data.readers import DataFormatError, read_amazon_reviews, read_table

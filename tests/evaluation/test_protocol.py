@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.test_cli import cli
+from tests.cli_runner import cli
 
 from recforge.data.interactions import Interactions
 from recforge.data.splits import random_split

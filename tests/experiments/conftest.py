@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from recforge.cli import main
 
 DATA = os.environ.get("RECFORGE_DATA")
 needs_ml100k = pytest.mark.skipif(
@@ -31,14 +28,3 @@ def planted_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("planted") / "events.csv"
     pd.DataFrame(rows, columns=["user", "item"]).to_csv(path, index=False)
     return path
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["recforge", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err

@@ -21,8 +21,9 @@ from recforge.experiments.compare import (
 )
 from recforge.experiments.config import ExperimentConfig
 from recforge.experiments.pipeline import run_experiment
+from tests.cli_runner import cli
 
-from .conftest import cli, needs_ml100k
+from .conftest import needs_ml100k
 
 
 def fake_run(folder: Path, name: str, values: dict[str, np.ndarray], *, fingerprint: str | None = "abc") -> Path:

@@ -12,18 +12,7 @@ import pytest
 from recforge.analysis.report import write_report
 from recforge.experiments.config import ExperimentConfig
 from recforge.experiments.pipeline import run_experiment
-
-from .conftest import cli
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.cli_runner import cli
 
 
 @pytest.fixture(scope="module")
@@ -80,29 +69,24 @@ def test_report_without_a_shared_split_says_why(report_runs, tmp_path, planted_c
     assert "<h2>Comparison</h2>" not in text
 
 
-def test_report_opens_in_headless_chromium(report_runs, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; CI installs it)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
+def test_report_opens_in_headless_chromium(report_runs, tmp_path, browser):
     _, runs = report_runs
     path = write_report(runs, tmp_path / "report.html", title="planted report")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(path.as_uri())
-            assert page.title() == "planted report"
-            rows = page.locator("table.metrics-test tbody tr")
-            assert rows.count() == 2
-            for i, run in enumerate(runs):
-                metrics = json.loads((run / "metrics.json").read_text())["test"]["metrics"]
-                row = rows.nth(i).inner_text()
-                assert run.name in row and f"{metrics['ndcg@10']:.4f}" in row and f"{metrics['recall@10']:.4f}" in row
-            assert page.locator("table.runs tbody tr").count() == 2
-            widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
-            assert len(widths) >= 2 and all(w > 100 for w in widths)  # every figure decoded
-            assert requests == [path.as_uri()]  # the page fetched nothing else
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri())
+        assert page.title() == "planted report"
+        rows = page.locator("table.metrics-test tbody tr")
+        assert rows.count() == 2
+        for i, run in enumerate(runs):
+            metrics = json.loads((run / "metrics.json").read_text())["test"]["metrics"]
+            row = rows.nth(i).inner_text()
+            assert run.name in row and f"{metrics['ndcg@10']:.4f}" in row and f"{metrics['recall@10']:.4f}" in row
+        assert page.locator("table.runs tbody tr").count() == 2
+        widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) >= 2 and all(w > 100 for w in widths)  # every figure decoded
+        assert requests == [path.as_uri()]  # the page fetched nothing else
+    finally:
+        page.close()

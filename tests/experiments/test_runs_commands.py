@@ -13,8 +13,7 @@ from recforge.experiments import runs as runs_module
 from recforge.experiments.config import ExperimentConfig
 from recforge.experiments.pipeline import run_experiment
 from recforge.experiments.runs import RunRegistry, resolve_run, short_id
-
-from .conftest import cli
+from tests.cli_runner import cli
 
 
 @pytest.fixture(scope="module")

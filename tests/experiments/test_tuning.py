@@ -17,8 +17,7 @@ optuna = pytest.importorskip("optuna", reason="the tune extra (optuna) is not in
 from recforge.experiments import pipeline, tuning  # noqa: E402
 from recforge.experiments.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
 from recforge.experiments.runs import RunRegistry  # noqa: E402
-
-from .conftest import cli  # noqa: E402
+from tests.cli_runner import cli  # noqa: E402
 
 
 def experiment(tmp_path: Path, csv: Path, *, model: str, tune: str, extra: str = "") -> Path:

@@ -288,7 +288,7 @@ def amazon_file(path: Path, planted: Planted, bad_line: bool = False) -> Path:
 
 
 def test_cli_run_on_a_json_file_and_words(planted, tmp_path, monkeypatch, capsys):
-    from tests.test_cli import cli
+    from tests.cli_runner import cli
 
     source = amazon_file(tmp_path / "reviews_Planted_5.json.gz", planted)
     args = ["run", "--dataset", str(source), "--model", "textmf", "--split", "tutorial_every_8th"]
@@ -347,7 +347,7 @@ def test_cli_hybridneumf_takes_the_text_profile_of_the_training_reviews(planted,
     from recforge.data.readers import read_amazon_reviews
     from recforge.data.text import item_text_embeddings
     from recforge.models.ncf import HybridNeuMF
-    from tests.test_cli import cli
+    from tests.cli_runner import cli
 
     source = amazon_file(tmp_path / "reviews_Planted_5.json.gz", planted)
     params = ["model.item_embeddings=text", "model.item_embedding_dim=6", "model.embedding_dim=4", "model.max_epochs=2"]
