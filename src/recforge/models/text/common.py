@@ -65,10 +65,12 @@ class ReviewTextState:
     def _release_text(self) -> None:
         self.__dict__.pop("tokens_", None)
 
-    def _text_state_info(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary_.to_json()}
+    # cooperative: the model class after this mixin in the MRO saves and loads the rest
+    def _state_info(self) -> dict[str, Any]:
+        return {**super()._state_info(), "vocabulary": self.vocabulary_.to_json()}  # type: ignore[misc]
 
-    def _load_text_state_info(self, info: dict[str, Any]) -> None:
+    def _load_state_info(self, info: dict[str, Any]) -> None:
+        super()._load_state_info(info)  # type: ignore[misc]
         self.vocabulary_ = Vocabulary.from_json(info["vocabulary"])
 
 

@@ -287,11 +287,10 @@ class TextRating(VocabularyParams, ReviewTextState, TorchRecommender):
 
     # ------------------------------------------------------------------ persistence
     def _state_info(self) -> dict[str, Any]:
-        return {**super()._state_info(), **self._text_state_info(), "rating_stats": self.rating_stats_}
+        return {**super()._state_info(), "rating_stats": self.rating_stats_}
 
     def _load_state_info(self, info: dict[str, Any]) -> None:
         super()._load_state_info(info)
-        self._load_text_state_info(info)
         self.rating_stats_ = dict(info["rating_stats"])
 
     def _load_state(self, tensors: dict[str, torch.Tensor]) -> None:

@@ -179,13 +179,6 @@ class TextItem(VocabularyParams, ReviewTextState, WordInspection, TorchRecommend
             dense = torch.from_numpy(pattern.toarray()).to(unit.device)
             return F.normalize(dense @ unit, dim=-1) @ unit.T
 
-    def _state_info(self) -> dict[str, Any]:
-        return {**super()._state_info(), **self._text_state_info()}
-
-    def _load_state_info(self, info: dict[str, Any]) -> None:
-        super()._load_state_info(info)
-        self._load_text_state_info(info)
-
 
 class TextFactorModule(FactorModule):
     r"""The factor network plus word embeddings :math:`E` and the map :math:`T` (linear, no bias) from item
@@ -323,13 +316,6 @@ class TextMF(ReviewTextState, WordInspection, FactorMF):
 
     def _word_table(self) -> torch.Tensor:
         return self.module_.word_embeddings.weight
-
-    def _state_info(self) -> dict[str, Any]:
-        return {**super()._state_info(), **self._text_state_info()}
-
-    def _load_state_info(self, info: dict[str, Any]) -> None:
-        super()._load_state_info(info)
-        self._load_text_state_info(info)
 
 
 class TextBiasedMF(TextMF):
